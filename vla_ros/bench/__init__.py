@@ -1,0 +1,1 @@
+"""Benchmarks that print figures; the last line of each is one JSON object."""

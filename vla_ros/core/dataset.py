@@ -1,0 +1,116 @@
+"""Demonstration episodes on disk: the format the simulation writes and training reads.
+
+Layout of a dataset directory (documented in docs/DATASET.md)::
+
+    meta.json                 {"format": "vla_ros-episodes", "version": 1, "fps": ...,
+                               "cameras": [...], "image_size": [H, W], "state_names": [...],
+                               "action_names": [...], "episodes": N, "frames": total}
+    episode_000000.npz        one file per episode, arrays below, uncompressed images
+    ...
+
+Each ``episode_*.npz`` holds, for T frames sampled every ``1 / fps`` seconds:
+    image_<camera>  uint8   [T, H, W, 3]  RGB
+    state           float32 [T, S]        measured joint positions
+    action          float32 [T, A]        commanded target issued at that frame
+    timestamp       float64 [T]           seconds since episode start
+    instruction     str                   the natural-language instruction
+    task            str                   JSON with the task's parameters (family, colour, ...)
+    success         bool                  whether the episode ended in success
+
+npz instead of the LeRobot format: LeRobot's writer pulls in `datasets`, `huggingface_hub`
+and video codecs for a few hundred tiny episodes; npz opens with numpy alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_NAME = "vla_ros-episodes"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Episode:
+    images: dict[str, np.ndarray]  # camera -> uint8 [T, H, W, 3]
+    state: np.ndarray  # float32 [T, S]
+    action: np.ndarray  # float32 [T, A]
+    timestamp: np.ndarray  # float64 [T]
+    instruction: str
+    task: dict = field(default_factory=dict)
+    success: bool = True
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+
+class DatasetError(ValueError):
+    """A dataset directory or episode file that cannot be read; the message names it."""
+
+
+def save_dataset(directory: str | Path, episodes: list[Episode], fps: float,
+                 state_names: list[str], action_names: list[str], overwrite: bool = False) -> Path:
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise FileExistsError(f"dataset directory {directory} exists and is not empty; pass overwrite")
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("episode_*.npz"):
+        old.unlink()
+    if not episodes:
+        raise DatasetError("no episodes to save")
+    cameras = sorted(episodes[0].images)
+    for i, ep in enumerate(episodes):
+        arrays = {f"image_{c}": ep.images[c] for c in cameras}
+        np.savez(directory / f"episode_{i:06d}.npz", state=ep.state.astype(np.float32),
+                 action=ep.action.astype(np.float32), timestamp=ep.timestamp.astype(np.float64),
+                 instruction=np.array(ep.instruction), task=np.array(json.dumps(ep.task)),
+                 success=np.array(bool(ep.success)), **arrays)
+    h, w = episodes[0].images[cameras[0]].shape[1:3]
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "fps": fps, "cameras": cameras,
+            "image_size": [int(h), int(w)], "state_names": list(state_names),
+            "action_names": list(action_names), "episodes": len(episodes),
+            "frames": int(sum(len(e) for e in episodes))}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def load_meta(directory: str | Path) -> dict:
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; not a vla_ros dataset directory")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    return meta
+
+
+def load_episode(path: str | Path, cameras: list[str]) -> Episode:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("state", "action", "timestamp", "instruction") if k not in z]
+            missing += [f"image_{c}" for c in cameras if f"image_{c}" not in z]
+            if missing:
+                raise DatasetError(f"{path}: missing arrays {missing}")
+            return Episode(images={c: z[f"image_{c}"] for c in cameras}, state=z["state"],
+                           action=z["action"], timestamp=z["timestamp"],
+                           instruction=str(z["instruction"]), task=json.loads(str(z["task"])),
+                           success=bool(z["success"]))
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot read episode ({exc})") from exc
+
+
+def load_dataset(directory: str | Path) -> tuple[dict, list[Episode]]:
+    meta = load_meta(directory)
+    files = sorted(Path(directory).glob("episode_*.npz"))
+    if len(files) != meta["episodes"]:
+        raise DatasetError(f"{directory}: meta.json says {meta['episodes']} episodes, found {len(files)} files")
+    return meta, [load_episode(f, meta["cameras"]) for f in files]

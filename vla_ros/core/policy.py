@@ -1,0 +1,93 @@
+"""What every model implements, and the data that crosses between the model and the runtime.
+
+Time: every stamp here is in seconds on the runtime's clock (the clock the control loop
+reads; the ROS shell converts header stamps onto it). Action ``k`` of a chunk computed from
+an observation stamped ``t_obs`` is due at ``t_obs + k * dt``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+ActionMode = Literal["absolute", "delta"]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Metadata the runtime and the ROS shell need to drive a policy."""
+
+    action_names: tuple[str, ...]  # one per action dimension, e.g. arm joints then "gripper"
+    state_names: tuple[str, ...]  # one per state dimension (measured joint positions)
+    chunk_size: int  # H: actions predicted per inference
+    action_period: float  # dt in seconds between consecutive actions of a chunk
+    cameras: tuple[str, ...]  # camera names, in the order the model reads them
+    image_size: tuple[int, int]  # (height, width) each image is resized to
+    action_mode: ActionMode = "absolute"  # absolute joint targets, or deltas from the state
+    gripper_index: int | None = None  # index of the gripper in the action vector, if any
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def chunk_duration(self) -> float:
+        return self.chunk_size * self.action_period
+
+
+@dataclass
+class Observation:
+    """One time-synchronised observation: an image per camera and the joint state."""
+
+    stamp: float  # seconds on the runtime clock
+    images: dict[str, np.ndarray]  # camera name -> uint8 RGB [H, W, 3]
+    state: np.ndarray  # float32 [state_dim], ordered as PolicySpec.state_names
+
+
+@dataclass
+class InstructionContext:
+    """An instruction encoded once per goal; ``cache`` holds the model's prefix KV cache."""
+
+    text: str  # the instruction as given
+    num_tokens: int  # tokens kept after truncation
+    truncated: bool = False  # True when the instruction was longer than the model accepts
+    dropped_tokens: int = 0  # how many tokens truncation removed
+    cache: Any = None  # model-specific (for the built-in model: the prefix past_key_values)
+
+
+@dataclass
+class ActionChunk:
+    """A chunk of future actions predicted from the observation stamped ``t_obs``."""
+
+    t_obs: float  # stamp of the observation it was computed from (runtime clock)
+    actions: np.ndarray  # float64 [H, action_dim]; action k is due at t_obs + k * dt
+    dt: float  # seconds between actions
+    latency: float = 0.0  # seconds the inference took (filled in by the worker)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def due_times(self) -> np.ndarray:
+        return self.t_obs + self.dt * np.arange(len(self.actions))
+
+
+class Policy(abc.ABC):
+    """A VLA policy. Thread use: one inference thread calls everything but ``spec``."""
+
+    spec: PolicySpec
+
+    @abc.abstractmethod
+    def encode_instruction(self, text: str) -> InstructionContext:
+        """Encode an instruction once per goal into a reusable context (holds the KV cache)."""
+
+    @abc.abstractmethod
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        """Predict ``spec.chunk_size`` future actions; must not change ``context``."""
+
+    def reset(self) -> None:  # noqa: B027 - optional hook, stateless policies need nothing
+        """Forget per-episode state (called when a goal starts or ends)."""
