@@ -1,0 +1,185 @@
+"""The small value types the runtime hands to its users (re-exported by ``vla_ros.core.runtime``).
+
+They live apart from ``runtime.py`` so the task runner, control loop and worker can use them
+without importing the facade that wires them together.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Interpolation = Literal["linear", "hold"]
+BlendRule = Literal["replace", "average", "crossfade", "ensemble"]
+StarvationPolicy = Literal["hold_last", "hold_measured", "zero_velocity"]
+GoalPolicy = Literal["preempt", "reject"]
+ExecutionMode = Literal["async", "sync"]
+
+
+class TerminationReason(str, enum.Enum):
+    """Why a goal ended; the values equal the lower-case constants of ExecuteInstruction.action."""
+
+    COMPLETED = "completed"
+    TIMEOUT = "timeout"
+    MAX_STEPS = "max_steps"
+    CANCELED = "canceled"
+    PREEMPTED = "preempted"
+    FAULT = "fault"
+    ESTOP = "estop"
+    SHUTDOWN = "shutdown"
+
+    def __str__(self) -> str:  # so f"{reason}" gives "completed", not "TerminationReason.COMPLETED"
+        return self.value
+
+
+class RejectReason(str, enum.Enum):
+    """Why ``start_goal`` refused a goal (``GoalDecision.reason``)."""
+
+    NO_MODEL = "no model"
+    NO_FRESH_OBSERVATION = "no fresh observation"
+    ESTOP_LATCHED = "e-stop latched"
+    BUSY = "busy"  # a goal is active and goal_policy == "reject"
+    NOT_RUNNING = "runtime not running"
+    BAD_REQUEST = "bad request"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class RuntimeConfig:
+    """Every knob of the runtime. Times in seconds, angles in radians.
+
+    Joint limits are per action dimension (same order as ``PolicySpec.action_names``); ``None``
+    means unbounded for position limits. ``max_velocity`` is a scalar for all dimensions or one
+    value per dimension (the gripper in its normalised units per second).
+    """
+
+    # control loop
+    control_rate_hz: float = 50.0
+    interpolation: Interpolation = "linear"  # between consecutive actions of the buffer
+    realtime_priority: bool = False  # try SCHED_FIFO for the control thread (warns if not permitted)
+    realtime_priority_level: int = 50  # SCHED_FIFO priority, 1..99
+    spin_s: float = 0.0002  # busy-wait this long before each deadline instead of sleeping
+
+    # action buffer and blending
+    blend: BlendRule = "crossfade"
+    average_new_weight: float = 0.7  # "average": new = w * new + (1 - w) * old on the overlap
+    crossfade_steps: int = 5  # "crossfade": ramp from old to new over this many actions
+    ensemble_decay: float = 0.1  # "ensemble": prediction i (0 = oldest) weighs exp(-decay * i)
+
+    # inference worker
+    execution: ExecutionMode = "async"  # "sync": infer only once the buffer is used up (openpi-style)
+    refill_margin_s: float = 0.05  # refill when remaining future < p95 latency + this margin
+    latency_window: int = 20  # inferences kept for the latency percentiles
+    stop_timeout_s: float = 2.0  # how long stop() waits for each thread
+
+    # starvation and staleness
+    starvation_policy: StarvationPolicy = "hold_last"
+    max_starved_s: float = 1.0  # starved longer than this under a goal -> fault
+    observation_max_age_s: float = 0.5  # an observation older than this is stale
+    stale_grace_s: float = 0.5  # stale for longer than this under a goal -> fault
+
+    # goals
+    goal_timeout_s: float = 0.0  # default goal timeout, 0 = none
+    goal_max_steps: int = 0  # default step budget, 0 = none
+    goal_policy: GoalPolicy = "preempt"  # what a new goal does to an active one
+
+    # safety
+    joint_lower: tuple[float, ...] | None = None
+    joint_upper: tuple[float, ...] | None = None
+    max_velocity: float | tuple[float, ...] = 2.0  # largest |step| per second, per dimension
+    gripper_index: int | None = None  # None: take PolicySpec.gripper_index
+    gripper_range: tuple[float, float] = (0.0, 1.0)
+    action_mode: Literal["absolute", "delta"] | None = None  # None: take PolicySpec.action_mode
+    dry_run: bool = False  # compute everything, command only holds (``Command.proposed`` has the rest)
+
+    @property
+    def control_period(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        checks = [
+            (self.control_rate_hz > 0, "control_rate_hz must be > 0"),
+            (self.interpolation in ("linear", "hold"), "interpolation must be 'linear' or 'hold'"),
+            (
+                self.blend in ("replace", "average", "crossfade", "ensemble"),
+                "blend must be one of replace, average, crossfade, ensemble",
+            ),
+            (0.0 <= self.average_new_weight <= 1.0, "average_new_weight must be in [0, 1]"),
+            (self.crossfade_steps >= 0, "crossfade_steps must be >= 0"),
+            (self.execution in ("async", "sync"), "execution must be 'async' or 'sync'"),
+            (self.refill_margin_s >= 0, "refill_margin_s must be >= 0"),
+            (self.latency_window >= 1, "latency_window must be >= 1"),
+            (
+                self.starvation_policy in ("hold_last", "hold_measured", "zero_velocity"),
+                "starvation_policy must be hold_last, hold_measured or zero_velocity",
+            ),
+            (self.max_starved_s > 0, "max_starved_s must be > 0"),
+            (self.observation_max_age_s > 0, "observation_max_age_s must be > 0"),
+            (self.stale_grace_s >= 0, "stale_grace_s must be >= 0"),
+            (self.goal_timeout_s >= 0, "goal_timeout_s must be >= 0"),
+            (self.goal_max_steps >= 0, "goal_max_steps must be >= 0"),
+            (self.goal_policy in ("preempt", "reject"), "goal_policy must be 'preempt' or 'reject'"),
+            (self.gripper_range[0] <= self.gripper_range[1], "gripper_range must be (low, high)"),
+            (self.action_mode in (None, "absolute", "delta"), "action_mode must be absolute or delta"),
+            (1 <= self.realtime_priority_level <= 99, "realtime_priority_level must be in 1..99"),
+            (self.spin_s >= 0, "spin_s must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"RuntimeConfig: {message}")
+        mv = np.atleast_1d(np.asarray(self.max_velocity, dtype=float))
+        if not np.all(np.isfinite(mv)) or np.any(mv <= 0):
+            raise ValueError(f"RuntimeConfig: max_velocity must be finite and > 0, got {self.max_velocity}")
+
+
+@dataclass
+class Command:
+    """What the control loop sends every tick, always after the safety filter.
+
+    ``held`` is True when the command is a hold rather than the policy's action; ``reason``
+    says why: "action", "idle", "starved", "estop", "fault", "dry_run", "invalid_action".
+    ``clamped`` is True when the safety filter changed the policy's action.
+    ``proposed`` is the filtered action a dry run did not send (None otherwise).
+    """
+
+    stamp: float
+    positions: np.ndarray  # float64 [action_dim], absolute targets
+    held: bool
+    reason: str
+    clamped: bool = False
+    proposed: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GoalDecision:
+    accepted: bool
+    reason: str  # "" when accepted, else a RejectReason value plus detail
+    goal_id: int  # the new goal's id when accepted, -1 otherwise
+
+
+@dataclass(frozen=True)
+class GoalResult:
+    goal_id: int
+    success: bool  # True only for TerminationReason.COMPLETED
+    reason: TerminationReason
+    message: str
+    steps: int  # action periods executed under the goal
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Feedback:
+    goal_id: int  # -1 when no goal is active
+    step: int
+    elapsed_s: float
+    latency_s: float  # latest inference latency
+    buffered: int  # future actions in the buffer
+    state: str  # "idle", "waiting" (goal accepted, first chunk pending), "running", "estop"
+    buffered_s: float = 0.0  # seconds of future actions in the buffer
+    faults: tuple[str, ...] = field(default_factory=tuple)  # recent fault messages
