@@ -1,0 +1,172 @@
+"""sim_robot_node: the simulated arm obeys ros2_control-style commands over DDS, resets by seed,
+refuses bad commands (holding), and CommandedTarget follows trajectories like a JTC."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vla_ros.ros.sim_robot_node import CommandedTarget, CommandError
+
+ARM = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
+
+
+# ------------------------------------------------------------------------ pure target logic
+def test_array_commands_set_arm_and_optionally_gripper():
+    t = CommandedTarget(ARM, "gripper", np.zeros(6))
+    t.set_array([0.1, 0.2, 0.3, 0.4, 0.5], 0.0)
+    assert t.at(0.0).tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.0]
+    t.set_array([1, 1, 1, 1, 1, 0.7], 0.0)
+    assert t.at(1.0)[-1] == pytest.approx(0.7)
+    t.set_gripper([0.2], 1.0)
+    assert t.at(1.0).tolist() == [1, 1, 1, 1, 1, 0.2]
+
+
+@pytest.mark.parametrize("bad, match", [([0.1] * 4, "4 values"), ([0.1, np.nan, 0, 0, 0], "non-finite"),
+                                         ([0.0] * 7, "7 values")])
+def test_bad_array_commands_are_refused_and_the_target_holds(bad, match):
+    t = CommandedTarget(ARM, "gripper", np.full(6, 0.3))
+    with pytest.raises(CommandError, match=match):
+        t.set_array(bad, 0.0)
+    assert t.at(0.0).tolist() == [0.3] * 6
+
+
+def test_trajectory_interpolates_from_current_target_and_keeps_unnamed_joints():
+    t = CommandedTarget(ARM, "gripper", np.zeros(6))
+    t.set_trajectory(["elbow_flex", "shoulder_pan"], [1.0, 2.0], [[1.0, -1.0], [2.0, -2.0]], t_start=10.0)
+    assert t.at(10.5)[[0, 2]] == pytest.approx([-0.5, 0.5])
+    assert t.at(11.5)[[0, 2]] == pytest.approx([-1.5, 1.5])
+    assert t.at(20.0).tolist() == [-2.0, 0.0, 2.0, 0.0, 0.0, 0.0]
+    with pytest.raises(CommandError, match="unknown joints"):
+        t.set_trajectory(["elbow"], [1.0], [[0.0]], 20.0)
+    with pytest.raises(CommandError, match="increasing"):
+        t.set_trajectory(["elbow_flex"], [1.0, 1.0], [[0.0], [1.0]], 20.0)
+    t.set_trajectory([], [], [], 20.5)  # empty trajectory: stop where you are
+    assert t.at(30.0).tolist() == [-2.0, 0.0, 2.0, 0.0, 0.0, 0.0]
+
+
+# ------------------------------------------------------------------------ the node over DDS
+rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
+pytest.importorskip("mujoco")
+
+
+class _Client:
+    def __init__(self):
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Bool, Float64MultiArray, String
+        from std_srvs.srv import Trigger
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.node = rclpy.create_node("sim_robot_test_client")
+        self.last: dict = {}
+        self.counts: dict = {}
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for topic, msg_type, qos in (("/scene/image_raw", Image, 10), ("/wrist/image_raw", Image, 10),
+                                     ("/joint_states", JointState, 10), ("/sim_robot/task_success", Bool, 10),
+                                     ("/sim_robot/instruction", String, latched)):
+            self.node.create_subscription(msg_type, topic, lambda m, t=topic: self._on(t, m), qos)
+        self.arm = self.node.create_publisher(Float64MultiArray, "/arm_controller/commands", 10)
+        self.gripper = self.node.create_publisher(Float64MultiArray, "/gripper_controller/commands", 10)
+        self.traj = self.node.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", 10)
+        self.reset = self.node.create_client(Trigger, "/sim_robot/reset")
+
+    def _on(self, topic, msg):
+        self.last[topic] = msg
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def joints(self) -> np.ndarray:
+        return np.array(self.last["/joint_states"].position)
+
+    def wait(self, predicate, timeout_s=10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def call_reset(self):
+        from std_srvs.srv import Trigger
+
+        assert self.reset.wait_for_service(10.0)
+        return self.reset.call(Trigger.Request(), timeout_sec=30.0)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from rclpy.executors import MultiThreadedExecutor
+
+    from vla_ros.ros.sim_robot_node import SimRobotNode
+
+    rclpy.init()
+    node = SimRobotNode(parameter_overrides=[rclpy.parameter.Parameter("seed", value=5)])
+    client = _Client()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    executor.add_node(client.node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    assert client.wait(lambda: {"/scene/image_raw", "/wrist/image_raw", "/joint_states",
+                                "/sim_robot/instruction"} <= set(client.last))
+    yield node, client
+    node.shutdown()
+    executor.shutdown()
+    client.node.destroy_node()
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_publishes_cameras_joint_states_and_the_instruction(sim):
+    node, client = sim
+    img = client.last["/scene/image_raw"]
+    assert (img.height, img.width, img.encoding, img.step) == (64, 64, "rgb8", 192)
+    assert len(img.data) == 64 * 64 * 3 and np.asarray(img.data).std() > 0  # a rendered scene, not blank
+    js = client.last["/joint_states"]
+    assert list(js.name) == [*ARM, "gripper"] and np.all(np.isfinite(js.position))
+    assert client.last["/sim_robot/instruction"].data == node.episode["instruction"]
+    assert client.last["/sim_robot/task_success"].data is False
+
+
+def test_array_then_trajectory_commands_move_the_arm_and_bad_ones_hold(sim):
+    from builtin_interfaces.msg import Duration
+    from std_msgs.msg import Float64MultiArray
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    _, client = sim
+    goal = np.array([0.3, 0.2, 0.9, 0.6, 0.1])
+    client.arm.publish(Float64MultiArray(data=goal.tolist()))
+    client.gripper.publish(Float64MultiArray(data=[1.0]))
+    assert client.wait(lambda: np.allclose(client.joints()[:5], goal, atol=0.02)), client.joints()
+    client.arm.publish(Float64MultiArray(data=[np.nan, 0, 0, 0, 0]))  # refused: the arm stays
+    time.sleep(0.5)
+    assert np.allclose(client.joints()[:5], goal, atol=0.02)
+    traj = JointTrajectory(joint_names=["elbow_flex"],
+                           points=[JointTrajectoryPoint(positions=[1.3], time_from_start=Duration(sec=1))])
+    client.traj.publish(traj)
+    assert client.wait(lambda: abs(client.joints()[2] - 1.3) < 0.02), client.joints()
+    assert np.allclose(client.joints()[[0, 1, 3]], goal[[0, 1, 3]], atol=0.02)
+
+
+def test_reset_uses_the_seed_parameter_and_is_reproducible(sim):
+    from rclpy.parameter import Parameter
+
+    node, client = sim
+    node.set_parameters([Parameter("seed", value=11)])
+    first = client.call_reset()
+    assert first.success, first.message
+    episode = json.loads(first.message)
+    assert episode["seed"] == 11 and episode["time_limit_s"] > 0
+    assert client.wait(lambda: client.last["/sim_robot/instruction"].data == episode["instruction"])
+    time.sleep(0.3)
+    home = client.joints()
+    node.set_parameters([Parameter("seed", value=11)])
+    again = json.loads(client.call_reset().message)
+    assert again == episode
+    time.sleep(0.3)
+    assert np.allclose(client.joints(), home, atol=1e-3)
+    assert node.get_parameter("seed").value == 12  # the next reset takes the next seed
