@@ -1,0 +1,220 @@
+"""The inference worker: its own thread, newest observation in, chunks into the action buffer.
+
+Refill rule (async): infer when the buffer's remaining future is shorter than the p95 of the
+recent inference latencies plus a margin, so the next chunk lands before the buffer runs dry;
+at once when a goal starts. Sync mode (the openpi client's behaviour, kept for comparison):
+infer only when the buffer is used up, and execute the new chunk from its first action.
+Any exception from the policy becomes a fault of the active goal; the thread itself survives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+
+import numpy as np
+
+from vla_ros.core.buffer import ActionBuffer
+from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
+from vla_ros.core.runtime_types import RuntimeConfig
+from vla_ros.core.safety import to_absolute
+from vla_ros.core.stats import RollingWindow
+from vla_ros.core.task_runner import TaskRunner
+
+log = logging.getLogger(__name__)
+
+
+class ObservationMailbox:
+    """Single slot: ``put`` replaces whatever is there; readers see the newest observation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._obs: Observation | None = None
+        self.received = 0
+        self.replaced_unused = 0  # observations overwritten before inference read them
+        self._read_stamp = float("-inf")
+
+    def put(self, obs: Observation) -> None:
+        with self._lock:
+            if self._obs is not None and self._obs.stamp > self._read_stamp:
+                self.replaced_unused += 1
+            self._obs = obs
+            self.received += 1
+
+    def latest(self) -> Observation | None:
+        with self._lock:
+            return self._obs
+
+    def take_newer(self, than: float) -> Observation | None:
+        """The newest observation if it is stamped after ``than`` (else None)."""
+        with self._lock:
+            obs = self._obs
+            if obs is None or obs.stamp <= than:
+                return None
+            self._read_stamp = max(self._read_stamp, obs.stamp)
+            return obs
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        *,
+        get_policy: Callable[[], Policy | None],
+        buffer: ActionBuffer,
+        runner: TaskRunner,
+        config: RuntimeConfig,
+        clock: Callable[[], float],
+        action_mode: str = "absolute",
+        reference_state: Callable[[Observation], np.ndarray] | None = None,
+    ) -> None:
+        self._get_policy = get_policy
+        self.buffer = buffer
+        self.runner = runner
+        self.config = config
+        self.clock = clock
+        self.action_mode = action_mode
+        self._reference_state = reference_state or (lambda obs: np.asarray(obs.state, dtype=np.float64))
+        self.mailbox = ObservationMailbox()
+        self.latencies = RollingWindow(config.latency_window)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # per-goal state, touched only by the worker thread (or by step() in tests)
+        self._goal_id = -1
+        self._context: InstructionContext | None = None
+        self._has_chunk = False
+        self._last_obs_stamp = float("-inf")
+        self.inferences = 0
+        self.inference_errors = 0
+        self.internal_errors = 0
+        self.last_error = ""
+        self.busy_since: float | None = None  # clock time the current inference began
+        self.last_chunk: ActionChunk | None = None
+
+    # thread -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("inference worker already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="vla_ros-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop after the current inference (a hung policy call cannot be interrupted: returns
+        False after ``timeout`` and leaves the daemon thread behind)."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Re-evaluate the refill rule now (new observation, new goal)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                inferred = self.step()
+            except Exception as exc:  # a bug here must not kill the thread silently
+                self.internal_errors += 1
+                self.last_error = f"worker error: {type(exc).__name__}: {exc}"
+                log.error("%s\n%s", self.last_error, traceback.format_exc())
+                self.runner.fault(self.clock(), self.last_error)
+                inferred = False
+            if not inferred and not self._stop.is_set():
+                self._wake.wait(self._idle_wait())
+                self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        """How long to sleep when there was nothing to do: until the refill point, within bounds."""
+        if self._goal_id < 0 or not self._has_chunk:
+            return 0.05  # goal starts and new observations wake us
+        slack = self.buffer.remaining(self.clock()) - self.refill_threshold()
+        return float(np.clip(slack, 0.001, 0.05))
+
+    # one step -----------------------------------------------------------------------------
+    def refill_threshold(self) -> float:
+        """Remaining buffered future below which the next inference starts (async mode)."""
+        return self.latencies.percentile(95) + self.config.refill_margin_s
+
+    def should_infer(self, now: float) -> bool:
+        if not self._has_chunk:
+            return True
+        remaining = self.buffer.remaining(now)
+        if self.config.execution == "sync":
+            return remaining <= 0.0
+        return remaining < self.refill_threshold()
+
+    def step(self) -> bool:
+        """Run one inference if the rule says so; True when a chunk reached the buffer."""
+        goal = self.runner.active()
+        policy = self._get_policy()
+        if goal is None or policy is None:
+            if self._goal_id != -1 and policy is not None:
+                self._call_policy(policy.reset, self._goal_id)
+            self._goal_id, self._context, self._has_chunk = -1, None, False
+            return False
+        if goal.goal_id != self._goal_id:
+            self._goal_id, self._context, self._has_chunk = goal.goal_id, None, False
+            self._last_obs_stamp = float("-inf")
+            ok = self._call_policy(policy.reset, goal.goal_id)
+            context = self._call_policy(lambda: policy.encode_instruction(goal.instruction), goal.goal_id)
+            if not ok or context is None:
+                return False
+            self._context = context
+        if self._context is None:  # encoding failed; the goal is being aborted
+            return False
+        now = self.clock()
+        if not self.should_infer(now):
+            return False
+        obs = self.mailbox.take_newer(self._last_obs_stamp)
+        if obs is None or now - obs.stamp > self.config.observation_max_age_s:
+            return False  # the runtime faults the goal if observations stay stale past the grace
+        self._last_obs_stamp = obs.stamp
+        self.busy_since = self.clock()
+        chunk = self._call_policy(lambda: policy.predict_chunk(obs, self._context), goal.goal_id)
+        done = self.clock()
+        self.busy_since = None
+        if chunk is None:
+            return False
+        self.inferences += 1
+        chunk.latency = done - now
+        self.latencies.add(chunk.latency)
+        try:
+            chunk.actions = to_absolute(chunk.actions, self._reference_state(obs), self.action_mode)
+            if self.config.execution == "sync":
+                chunk.t_obs = done  # openpi-style: execute the chunk from its first action on arrival
+            result = self.buffer.insert(chunk, done, tag=goal.goal_id)
+        except ValueError as exc:
+            self._fail(goal.goal_id, f"policy returned a bad chunk: {exc}")
+            return False
+        self.last_chunk = chunk
+        if result.accepted:
+            if not self._has_chunk:
+                self.runner.mark_first_chunk(goal.goal_id, done)
+            self._has_chunk = True
+        return result.accepted
+
+    def _call_policy(self, fn: Callable, goal_id: int):
+        """Call into the policy; an exception becomes a fault of ``goal_id`` and returns None."""
+        try:
+            result = fn()
+        except Exception as exc:
+            self._fail(goal_id, f"inference failed: {type(exc).__name__}: {exc}")
+            return None
+        return True if result is None else result
+
+    def _fail(self, goal_id: int, message: str) -> None:
+        self.inference_errors += 1
+        self.last_error = message
+        log.warning("goal %d: %s", goal_id, message)
+        self.runner.fault(self.clock(), message, goal_id)
