@@ -1,0 +1,119 @@
+"""The built-in model behind ``vla_ros.core.policy.Policy``: ``load_policy`` and ``default_checkpoint``."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy, PolicySpec
+from vla_ros.models.checkpoint import Checkpoint, load_checkpoint, resolve_dtype
+from vla_ros.models.tokenizer import batch_encode
+from vla_ros.models.vla import Prefix
+
+DEFAULT_CHECKPOINT_NAME = "tiny"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_checkpoint() -> Path:
+    """The trained default checkpoint kept in the repository (rebuilt by ``make checkpoint``)."""
+    env = os.environ.get("VLA_ROS_CHECKPOINT")
+    path = Path(env) if env else REPO_ROOT / "checkpoints" / DEFAULT_CHECKPOINT_NAME
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"default checkpoint {path} is missing; build it with `make checkpoint`")
+    return path
+
+
+class VLAPolicy(Policy):
+    """A checkpoint wrapped for the runtime: preprocessing, normalisation, an LRU of prefix caches."""
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", context_cache_size: int = 16, seed: int = 0):
+        self.ckpt = ckpt
+        self.model = ckpt.model
+        self.device = torch.device(device)
+        cfg = self.model.config
+        names = list(ckpt.robot.action_names)
+        self.spec = PolicySpec(
+            action_names=tuple(names), state_names=tuple(ckpt.robot.state_names), chunk_size=cfg.chunk_size,
+            action_period=float(ckpt.robot.action_period), cameras=tuple(cfg.cameras),
+            image_size=(cfg.image_size, cfg.image_size), action_mode="absolute",
+            gripper_index=names.index("gripper") if "gripper" in names else None)
+        self._contexts: OrderedDict[str, InstructionContext] = OrderedDict()
+        self.context_cache_size = context_cache_size
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.context_hits = 0
+
+    # --- Policy interface ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_instruction(self, text: str) -> InstructionContext:
+        """Encode once per distinct instruction; a repeated goal is served from the LRU for free."""
+        if not isinstance(text, str):
+            raise TypeError(f"instruction must be a str, got {type(text).__name__}")
+        if text in self._contexts:
+            self._contexts.move_to_end(text)
+            self.context_hits += 1
+            return self._contexts[text]
+        ids, mask, (encoded,) = batch_encode(self.ckpt.tokenizer, [text],
+                                             self.model.config.max_instruction_tokens, self.device)
+        prefix = self.model.encode_instruction(ids, mask)
+        ctx = InstructionContext(text=text, num_tokens=len(encoded.ids), truncated=encoded.truncated,
+                                 dropped_tokens=encoded.dropped_tokens, cache=prefix)
+        self._contexts[text] = ctx
+        while len(self._contexts) > self.context_cache_size:
+            self._contexts.popitem(last=False)
+        return ctx
+
+    @torch.inference_mode()
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        if not isinstance(context.cache, Prefix):
+            raise ValueError("context was not made by this policy's encode_instruction (no prefix cache)")
+        images, state = self.preprocess(observation)
+        noise = None
+        if self.model.config.head == "flow":
+            noise = self.model._noise(1, self.device, self._generator)
+        actions = self.model.predict(context.cache, images, state, noise)[0].cpu().numpy()
+        return ActionChunk(t_obs=observation.stamp, actions=self.ckpt.normalizer.unnormalize_action(actions),
+                           dt=self.spec.action_period,
+                           info={"prefix_tokens": context.num_tokens, "head": self.model.config.head})
+
+    def reset(self) -> None:
+        """Per-episode state: none (the instruction LRU is kept on purpose)."""
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def preprocess(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> images float [1, C, 3, S, S] in [0, 1] and normalised state [1, state_dim]."""
+        size = self.model.config.image_size
+        frames = []
+        for cam in self.spec.cameras:
+            if cam not in obs.images:
+                raise ValueError(f"observation has no image for camera {cam!r} (has {sorted(obs.images)})")
+            img = np.asarray(obs.images[cam])
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"camera {cam!r}: expected uint8 [H, W, 3] RGB, got {img.dtype} {img.shape}")
+            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+            if t.shape[1:] != (size, size):
+                t = F.interpolate(t[None], size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False)[0]
+            frames.append(t)
+        state = np.asarray(obs.state, dtype=np.float64).reshape(-1)
+        if state.shape[0] != self.spec.state_dim or not np.all(np.isfinite(state)):
+            raise ValueError(f"state must be {self.spec.state_dim} finite values "
+                             f"{self.spec.state_names}, got {state.tolist()}")
+        images = torch.stack(frames)[None].to(self.device)
+        state_t = torch.from_numpy(self.ckpt.normalizer.normalize_state(state))[None].to(self.device)
+        return images, state_t
+
+
+def load_policy(checkpoint_dir: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
+                threads: int = 1, context_cache_size: int = 16, seed: int = 0) -> VLAPolicy:
+    """A ready Policy from a checkpoint directory (None = the default checkpoint).
+    threads > 0 sets torch's intra-op threads (keep it below the core count: the control loop needs one)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    path = default_checkpoint() if checkpoint_dir is None else Path(checkpoint_dir)
+    ckpt = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype))
+    return VLAPolicy(ckpt, device=device, context_cache_size=context_cache_size, seed=seed)

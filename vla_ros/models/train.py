@@ -1,0 +1,286 @@
+"""`vla_ros train`: behaviour cloning of a VLA model from demonstration episodes.
+
+AdamW with linear warmup + cosine decay, random-shift image augmentation (DrQ-style), a held-out
+validation split by episode, a tqdm bar, fixed seeds and resumable training state.
+
+    vla_ros train --data out/data/sim --out out/train/tiny --config tiny --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vla_ros.core.dataset import Episode, load_dataset
+from vla_ros.models.checkpoint import Checkpoint, RobotMeta, save_checkpoint
+from vla_ros.models.normalization import Normalizer
+from vla_ros.models.tokenizer import ByteTokenizer, batch_encode
+from vla_ros.models.vla import PRESETS, VLAModel, make_config
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class Frames:
+    """Every frame of a set of episodes, flattened, with the index of its episode's chunk ends."""
+
+    images: np.ndarray  # uint8 [N, C, 3, S, S]
+    state: np.ndarray  # float32 [N, S] normalised
+    chunks: np.ndarray  # float32 [N, H, A] normalised action targets (last action repeated past the end)
+    instruction: np.ndarray  # int [N] index into texts
+    texts: list[str]
+
+
+def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, chunk: int,
+                 norm: Normalizer) -> Frames:
+    images, states, chunks, instr, texts = [], [], [], [], []
+    text_index: dict[str, int] = {}
+    for ep in episodes:
+        T = len(ep)
+        cams = np.stack([ep.images[c] for c in cameras], axis=1)  # [T, C, H, W, 3]
+        t = torch.from_numpy(cams).permute(0, 1, 4, 2, 3)  # [T, C, 3, H, W]
+        if t.shape[-1] != image_size or t.shape[-2] != image_size:
+            flat = F.interpolate(t.flatten(0, 1).float(), size=(image_size, image_size), mode="bilinear",
+                                 antialias=True, align_corners=False)
+            t = flat.round().clamp(0, 255).to(torch.uint8).view(T, len(cameras), 3, image_size, image_size)
+        images.append(t.numpy())
+        states.append(norm.normalize_state(ep.state))
+        idx = np.minimum(np.arange(T)[:, None] + np.arange(chunk)[None], T - 1)  # [T, H]
+        chunks.append(norm.normalize_action(ep.action)[idx])
+        text_index.setdefault(ep.instruction, len(texts))
+        if text_index[ep.instruction] == len(texts):
+            texts.append(ep.instruction)
+        instr.append(np.full(T, text_index[ep.instruction]))
+    return Frames(np.concatenate(images), np.concatenate(states), np.concatenate(chunks),
+                  np.concatenate(instr), texts)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ±pad pixels (edge-replicated), as in DrQ; images [B, C, 3, S, S]."""
+    if pad <= 0:
+        return images
+    B, C, _, S, _ = images.shape
+    flat = F.pad(images.flatten(0, 1), (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (B * C, 2), generator=generator)
+    out = torch.stack([flat[i, :, y:y + S, x:x + S] for i, (y, x) in enumerate(offsets.tolist())])
+    return out.view(B, C, 3, S, S)
+
+
+def make_batch(frames: Frames, idx: np.ndarray, token_ids: torch.Tensor, token_mask: torch.Tensor,
+               shift: int = 0, generator: torch.Generator | None = None, state_noise: float = 0.0):
+    images = torch.from_numpy(frames.images[idx]).float().div_(255.0)
+    if shift:
+        images = random_shift(images, shift, generator)
+    state = torch.from_numpy(frames.state[idx])
+    if state_noise > 0:
+        state = state + state_noise * torch.randn(state.shape, generator=generator)
+    rows = torch.from_numpy(frames.instruction[idx])
+    ids, mask = token_ids[rows], token_mask[rows]
+    keep = int(mask.sum(1).max())  # trim padding columns no row of this batch needs
+    return ids[:, :keep], mask[:, :keep], images, state, torch.from_numpy(frames.chunks[idx])
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float = 0.1) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if n > 1 and val_fraction > 0 else 0
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vla_ros train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset directory (vla_ros-episodes)")
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--head", choices=["regression", "flow"], default=None)
+    p.add_argument("--chunk-size", type=int, default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other VLAConfig overrides")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--shift", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
+    p.add_argument("--state-noise", type=float, default=0.0, help="Gaussian noise on the normalised state")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--max-episodes", type=int, default=0, help="use only the first N episodes (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{STATE_FILE}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+@torch.no_grad()
+def validation_loss(model: VLAModel, frames: Frames, ids: torch.Tensor, mask: torch.Tensor,
+                    batch: int, max_samples: int = 1024, seed: int = 0) -> float:
+    if len(frames.state) == 0:
+        return float("nan")
+    model.eval()
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(frames.state))[:max_samples]
+    gen = torch.Generator().manual_seed(seed)
+    losses, weights = [], []
+    for start in range(0, len(idx), batch):
+        part = idx[start:start + batch]
+        i, m, img, st, act = make_batch(frames, part, ids, mask)
+        if model.config.head == "regression":
+            loss = F.l1_loss(model.predict_uncached(i, m, img, st), act)
+        else:
+            loss = model(i, m, img, st, act, generator=gen)["loss"]
+        losses.append(float(loss))
+        weights.append(len(part))
+    model.train()
+    return float(np.average(losses, weights=weights))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    seed_everything(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    meta, episodes = load_dataset(args.data)
+    if args.max_episodes:
+        episodes = episodes[: args.max_episodes]
+    train_ids, val_ids = split_episodes(len(episodes), args.val_fraction, args.seed)
+    overrides = parse_overrides(args.set)
+    if args.head:
+        overrides["head"] = args.head
+    if args.chunk_size:
+        overrides["chunk_size"] = args.chunk_size
+    cameras = list(meta["cameras"])
+    config = make_config(args.config, cameras=cameras, state_dim=len(meta["state_names"]),
+                         action_dim=len(meta["action_names"]), **overrides)
+    train_eps = [episodes[i] for i in train_ids]
+    norm = Normalizer.fit(np.concatenate([e.state for e in train_eps]),
+                          np.concatenate([e.action for e in train_eps]))
+    train = build_frames(train_eps, cameras, config.image_size, config.chunk_size, norm)
+    val = build_frames([episodes[i] for i in val_ids], cameras, config.image_size, config.chunk_size, norm) \
+        if val_ids else None
+    tokenizer = ByteTokenizer()
+
+    def tokens(frames: Frames):
+        ids, mask, _ = batch_encode(tokenizer, frames.texts, config.max_instruction_tokens)
+        return ids, mask
+
+    train_tok = tokens(train)
+    val_tok = tokens(val) if val is not None else None
+    robot = RobotMeta(state_names=list(meta["state_names"]), action_names=list(meta["action_names"]),
+                      cameras=cameras, action_period=1.0 / float(meta["fps"]))
+
+    model = VLAModel(config)
+    model.train()
+    def decays(name: str, p: torch.Tensor) -> bool:
+        return p.ndim >= 2 and "embed" not in name and "queries" not in name
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(args.seed)
+    sampler = np.random.default_rng(args.seed)
+    start_step, history = 0, []
+    state_path = out / STATE_FILE
+    if args.resume:
+        if not state_path.is_file():
+            raise SystemExit(f"--resume: {state_path} not found")
+        saved = torch.load(state_path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optim.load_state_dict(saved["optim"])
+        start_step, history = saved["step"], saved["history"]
+        gen.set_state(saved["torch_gen"])
+        sampler.bit_generator.state = saved["sampler"]
+        torch.set_rng_state(saved["torch_rng"])
+        print(f"resumed from {state_path} at step {start_step}", file=sys.stderr)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model {args.config} head={config.head}: {n_params / 1e6:.2f}M parameters; "
+          f"{len(train_ids)} train / {len(val_ids)} val episodes, {len(train.state)} train frames, "
+          f"{len(train.texts)} distinct instructions", file=sys.stderr)
+
+    def save(step: int, final: bool) -> None:
+        val_loss = history[-1]["val_loss"] if history else float("nan")
+        info = {"command": "vla_ros train " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                "config_preset": args.config, "args": vars(args), "step": step, "history": history,
+                "dataset": {"path": str(args.data), "episodes": len(episodes),
+                            "train_episodes": len(train_ids), "val_episodes": len(val_ids),
+                            "fps": meta["fps"]},
+                "val_loss": val_loss, "parameters": n_params, "finished": final}
+        save_checkpoint(out, Checkpoint(model, tokenizer, norm, robot, info))
+        torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step,
+                    "history": history, "torch_gen": gen.get_state(), "sampler": sampler.bit_generator.state,
+                    "torch_rng": torch.get_rng_state()}, state_path)
+
+    t0 = time.monotonic()
+    running = None
+    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=args.quiet,
+               desc="train", dynamic_ncols=True)
+    for step in bar:
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
+        idx = sampler.integers(0, len(train.state), args.batch_size)
+        ids, mask, images, state, actions = make_batch(train, idx, *train_tok, shift=args.shift,
+                                                       generator=gen, state_noise=args.state_noise)
+        loss = model(ids, mask, images, state, actions, generator=gen)["loss"]
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
+        done = step + 1
+        if done % args.val_every == 0 or done == args.steps:
+            vl = validation_loss(model, val, *val_tok, args.batch_size) if val is not None else float("nan")
+            history.append({"step": done, "train_loss": running, "val_loss": vl,
+                            "elapsed_s": round(time.monotonic() - t0, 1)})
+            tqdm.write(f"step {done}: train {running:.4f} val {vl:.4f}", file=sys.stderr)
+            save(done, final=done == args.steps)
+    if start_step >= args.steps:
+        print(f"nothing to do: already at step {start_step}", file=sys.stderr)
+    print(json.dumps({"out": str(out), "steps": args.steps, "final": history[-1] if history else None}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""The built-in VLA model family: config + model in one file (nanoGPT style).
+
+Token layout seen by the language model (one row of a batch)::
+
+    [ instruction tokens (L) ] [ visual tokens (C*P) | state (1) ] [ action tokens (H) ]
+      prefix: encoded once        observation: every step           regression: learned queries
+      per goal, KV-cached                                           flow: the expert's noisy actions
+
+The instruction comes first and attention is causal, so instruction tokens never attend to
+observation tokens: their keys/values do not depend on the observation and the prefix cache is
+exact. (SmolVLA puts the images first, which makes its prefix change every step.) Each step runs
+only the observation and action tokens over the cached prefix and then restores the cache to
+the prefix length, so the per-step cost grows only with the attention of a few observation tokens
+over the prefix. The connector pools each camera's patch grid to ``pooled_grid**2`` tokens to keep
+that count small.
+
+Building blocks come from transformers (SigLIP vision tower, Llama decoder), so the same code
+runs the random-initialised ``tiny`` config here and loads SigLIP / SmolLM2 weights from local
+directories at SmolVLA scale (``VLAModel.from_backbones``).
+
+Heads:
+- ``regression``: H learned action queries after the observation; L1 loss (ACT / OpenVLA-OFT).
+- ``flow``: a flow-matching action expert (SmolVLA / pi0 style): a narrower Llama with the same
+  number of layers and the same key/value head layout, whose action tokens attend to the language
+  model's cached keys/values of [instruction, observation]. N Euler steps reuse that cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    DynamicCache,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedConfig,
+    PreTrainedModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+DEFAULT_CAMERAS = ["scene", "wrist"]
+
+
+class VLAConfig(PreTrainedConfig):
+    """Everything that shapes the model; the sizes of every preset live in ``PRESETS``."""
+
+    model_type = "vla_ros"
+
+    # robot interface
+    cameras: list | None = None  # camera names in the order the model reads them
+    image_size: int = 64  # square images, pixels
+    state_dim: int = 6
+    action_dim: int = 6
+    chunk_size: int = 10  # H actions per prediction
+    # vision tower (SigLIP)
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_mlp: int = 256
+    pooled_grid: int = 4  # each camera -> pooled_grid**2 visual tokens
+    # language model (Llama / SmolLM2-style decoder)
+    vocab_size: int = 259  # byte tokenizer: 256 bytes + pad, bos, eos
+    lm_width: int = 128
+    lm_layers: int = 4
+    lm_heads: int = 4
+    lm_kv_heads: int = 2
+    lm_mlp: int = 384
+    max_instruction_tokens: int = 320
+    rope_theta: float = 10000.0
+    # action head
+    head: str = "regression"  # "regression" | "flow"
+    expert_width: int = 96
+    expert_mlp: int = 256
+    flow_steps: int = 10
+    # full backbone configs (set when built from pretrained backbones; override the sizes above)
+    vision_backbone: dict | None = None
+    language_backbone: dict | None = None
+    attention: str = "sdpa"  # attention implementation for every transformers block
+
+    def __post_init__(self, **kwargs):
+        if self.cameras is None:
+            self.cameras = list(DEFAULT_CAMERAS)
+        if self.head not in ("regression", "flow"):
+            raise ValueError(f"VLAConfig.head must be 'regression' or 'flow', got {self.head!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
+        super().__post_init__(**kwargs)
+
+    # --- backbone configs -------------------------------------------------------------------
+    def siglip_config(self) -> SiglipVisionConfig:
+        if self.vision_backbone:
+            cfg = SiglipVisionConfig(**self.vision_backbone)
+        else:
+            cfg = SiglipVisionConfig(hidden_size=self.vision_width, intermediate_size=self.vision_mlp,
+                                     num_hidden_layers=self.vision_layers,
+                                     num_attention_heads=self.vision_heads,
+                                     image_size=self.image_size, patch_size=self.patch_size)
+        cfg.vision_use_head = False  # we pool patch tokens ourselves; SigLIP's MAP head would be dead weight
+        cfg._attn_implementation = self.attention
+        return cfg
+
+    def llama_config(self) -> LlamaConfig:
+        if self.language_backbone:
+            cfg = LlamaConfig(**self.language_backbone)
+        else:
+            cfg = LlamaConfig(vocab_size=self.vocab_size, hidden_size=self.lm_width,
+                              intermediate_size=self.lm_mlp, num_hidden_layers=self.lm_layers,
+                              num_attention_heads=self.lm_heads,
+                              num_key_value_heads=self.lm_kv_heads, max_position_embeddings=1024,
+                              rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+                              pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        cfg._attn_implementation = self.attention
+        return cfg
+
+    def expert_config(self) -> LlamaConfig:
+        """Same layer count and key/value layout as the language model, so it can read its cache."""
+        lm = self.llama_config()
+        head_dim = lm.head_dim
+        cfg = LlamaConfig(vocab_size=1, hidden_size=self.expert_width, intermediate_size=self.expert_mlp,
+                          num_hidden_layers=lm.num_hidden_layers, num_attention_heads=lm.num_attention_heads,
+                          num_key_value_heads=lm.num_key_value_heads, head_dim=head_dim,
+                          max_position_embeddings=lm.max_position_embeddings,
+                          rope_parameters=lm.rope_parameters, pad_token_id=None,
+                          bos_token_id=None, eos_token_id=None)
+        cfg._attn_implementation = self.attention
+        return cfg
+
+    @property
+    def tokens_per_camera(self) -> int:
+        return self.pooled_grid**2
+
+    @property
+    def observation_tokens(self) -> int:
+        return len(self.cameras) * self.tokens_per_camera + 1
+
+
+# Presets. tiny: the CPU default. tinyvla: the seed's 13M (vision 192x4, language 256x4).
+# smolvla: SmolVLA scale (~450M): SigLIP-base-like 12 layers, SmolLM2-360M-like 16 layers,
+# a 0.75x-width flow expert; meant for GPUs and for SigLIP/SmolLM2 weights via from_backbones.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(image_size=64, patch_size=8, vision_width=128, vision_layers=2, vision_heads=4,
+                 vision_mlp=256, pooled_grid=4, lm_width=128, lm_layers=4, lm_heads=4, lm_kv_heads=2,
+                 lm_mlp=384, chunk_size=10, expert_width=96, expert_mlp=256),
+    "tinyvla": dict(image_size=64, patch_size=8, vision_width=192, vision_layers=4, vision_heads=3,
+                    vision_mlp=1536, pooled_grid=4, lm_width=256, lm_layers=4, lm_heads=4, lm_kv_heads=4,
+                    lm_mlp=2560, chunk_size=10, expert_width=192, expert_mlp=768),
+    "smolvla": dict(image_size=512, patch_size=16, vision_width=768, vision_layers=12, vision_heads=12,
+                    vision_mlp=3072, pooled_grid=8, vocab_size=49152, lm_width=960, lm_layers=16,
+                    lm_heads=15, lm_kv_heads=5, lm_mlp=2560, rope_theta=100000.0, chunk_size=50,
+                    head="flow", expert_width=720, expert_mlp=2048, flow_steps=10,
+                    max_instruction_tokens=48),
+}
+
+
+def make_config(name: str, **overrides: Any) -> VLAConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(PRESETS)}")
+    return VLAConfig(**{**PRESETS[name], **overrides})
+
+
+@dataclass
+class Prefix:
+    """The instruction's KV cache and its padding mask (1 = real token)."""
+
+    cache: DynamicCache
+    mask: torch.Tensor  # long [B, L]
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[1]
+
+    def restore(self) -> None:
+        """Drop every key/value appended after the prefix (exact: the prefix tensors are never written)."""
+        for layer in self.cache.layers:
+            extra = layer.get_seq_length() - self.length
+            if extra > 0:
+                layer.crop(-extra)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Flow time t in [0, 1] -> [B, dim] sin/cos features (as in diffusion/flow policies)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * 1000.0 * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class VLAModel(PreTrainedModel):
+    config_class = VLAConfig
+    base_model_prefix = "vla"
+    main_input_name = "images"
+    _supports_sdpa = True
+
+    def __init__(self, config: VLAConfig):
+        super().__init__(config)
+        vision_cfg, lm_cfg = config.siglip_config(), config.llama_config()
+        D, Dv = lm_cfg.hidden_size, vision_cfg.hidden_size
+        C, P, H = len(config.cameras), config.tokens_per_camera, config.chunk_size
+        self.vision = SiglipVisionModel(vision_cfg)
+        self.language = LlamaModel(lm_cfg)
+        # connector: pooled patch features -> language width (SmolVLA-style pooling + MLP)
+        self.connector = nn.Sequential(nn.LayerNorm(Dv), nn.Linear(Dv, D), nn.GELU(), nn.Linear(D, D))
+        self.visual_embed = nn.Parameter(torch.zeros(C, P, D))  # camera identity x pooled position
+        self.state_proj = nn.Sequential(nn.Linear(config.state_dim, D), nn.GELU(), nn.Linear(D, D))
+        if config.head == "regression":
+            self.action_queries = nn.Parameter(torch.zeros(H, D))
+            self.action_out = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, config.action_dim))
+        else:
+            De = config.expert_width
+            self.expert = LlamaModel(config.expert_config())
+            self.action_in = nn.Linear(config.action_dim, De)
+            self.time_mlp = nn.Sequential(nn.Linear(2 * De, De), nn.SiLU(), nn.Linear(De, De))
+            self.action_out = nn.Linear(De, config.action_dim)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, VLAModel):
+            nn.init.normal_(module.visual_embed, std=0.02)
+            if module.config.head == "regression":
+                nn.init.normal_(module.action_queries, std=0.02)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    # --- pretrained backbones (SmolVLA scale) -------------------------------------------------
+    @classmethod
+    def from_backbones(cls, vision_dir: str, language_dir: str, **overrides: Any) -> VLAModel:
+        """A model whose vision tower and language model come from local pretrained directories
+        (SigLIP: a SiglipVisionModel or full SiglipModel save; language: a LlamaModel or a
+        SmolLM2-style LlamaForCausalLM save). Heads, connector and expert start random."""
+        vision = SiglipVisionModel.from_pretrained(vision_dir)
+        language = LlamaModel.from_pretrained(language_dir)
+        vcfg, lcfg = vision.config, language.config
+        config = VLAConfig(**{
+            "image_size": vcfg.image_size, "patch_size": vcfg.patch_size, "vision_width": vcfg.hidden_size,
+            "vocab_size": lcfg.vocab_size, "lm_width": lcfg.hidden_size,
+            "vision_backbone": _backbone_dict(vcfg), "language_backbone": _backbone_dict(lcfg), **overrides})
+        model = cls(config)
+        model.vision.load_state_dict(vision.state_dict(), strict=False)  # minus the unused MAP head
+        model.language.load_state_dict(language.state_dict())
+        return model
+
+    # --- building blocks -----------------------------------------------------------------------
+    def encode_observation(self, images: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """images float [B, C, 3, S, S] in [0, 1]; state [B, state_dim] normalised -> [B, O, D]."""
+        B, C = images.shape[:2]
+        dtype = self.vision.dtype
+        feats = self.vision(pixel_values=(images.flatten(0, 1) * 2 - 1).to(dtype)).last_hidden_state
+        grid = int(math.isqrt(feats.shape[1]))
+        feats = feats.transpose(1, 2).reshape(B * C, -1, grid, grid)  # [B*C, Dv, g, g]
+        pooled = F.adaptive_avg_pool2d(feats, self.config.pooled_grid).flatten(2).transpose(1, 2)
+        visual = self.connector(pooled).view(B, C, self.config.tokens_per_camera, -1) + self.visual_embed[:C]
+        state_token = self.state_proj(state.to(dtype))[:, None]  # [B, 1, D]
+        return torch.cat([visual.flatten(1, 2), state_token], dim=1)
+
+    def encode_instruction(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Prefix:
+        """Run the instruction once; its keys/values become the prefix cache. Right-padded [B, L]."""
+        cache = DynamicCache(config=self.language.config)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+        self.language(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                      cache=cache, use_cache=True)
+        return Prefix(cache, attention_mask)
+
+    @staticmethod
+    def _positions_after(mask: torch.Tensor, n: int, offset: int = 0) -> torch.Tensor:
+        """Positions of n tokens following each row's real prefix tokens (padding is skipped)."""
+        return mask.sum(1, keepdim=True) + offset + torch.arange(n, device=mask.device)[None]
+
+    @staticmethod
+    def _extend_mask(mask: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.cat([mask, mask.new_ones(mask.shape[0], n)], dim=1)
+
+    def _queries(self, batch: int) -> torch.Tensor:
+        return self.action_queries[None].expand(batch, -1, -1)
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: DynamicCache, mask: torch.Tensor,
+                 offset: int) -> torch.Tensor:
+        """Flow expert: noisy actions [B, H, A] at time t [B] over the cached [instruction, obs]."""
+        tokens = self.action_in(x_t.to(self.action_in.weight.dtype))
+        temb = sinusoidal_embedding(t, tokens.shape[-1]).to(tokens.dtype)[:, None].expand_as(tokens)
+        tokens = self.time_mlp(torch.cat([tokens, temb], dim=-1))
+        H = tokens.shape[1]
+        hidden = self.expert(inputs_embeds=tokens, attention_mask=self._extend_mask(mask, H),
+                             position_ids=self._positions_after(mask[:, : mask.shape[1] - offset], H, offset),
+                             cache=cache).last_hidden_state
+        return self.action_out(hidden)
+
+    def _euler(self, cache: DynamicCache, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Integrate from noise (t=1) to actions (t=0); each step's expert tokens are cropped off."""
+        obs_len = self.config.observation_tokens
+        x, steps = noise, self.config.flow_steps
+        for k in range(steps):
+            t = torch.full((x.shape[0],), 1.0 - k / steps, device=x.device)
+            try:
+                v = self.velocity(x, t, cache, mask, offset=obs_len)
+            finally:
+                cache.crop(-self.config.chunk_size)
+            x = x - v.float() / steps
+        return x
+
+    # --- inference with the prefix cache ---------------------------------------------------------
+    def predict(self, prefix: Prefix, images: torch.Tensor, state: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One control step over the cached instruction -> normalised actions [B, H, A].
+        The prefix cache is restored before returning (also on error)."""
+        obs = self.encode_observation(images, state)
+        B, n_obs, H = obs.shape[0], obs.shape[1], self.config.chunk_size
+        try:
+            if self.config.head == "regression":
+                tokens = torch.cat([obs, self._queries(B)], dim=1)
+                n = n_obs + H
+                hidden = self.language(inputs_embeds=tokens, attention_mask=self._extend_mask(prefix.mask, n),
+                                       position_ids=self._positions_after(prefix.mask, n),
+                                       cache=prefix.cache).last_hidden_state
+                return self.action_out(hidden[:, -H:]).float()
+            self.language(inputs_embeds=obs, attention_mask=self._extend_mask(prefix.mask, n_obs),
+                          position_ids=self._positions_after(prefix.mask, n_obs), cache=prefix.cache)
+            noise = self._noise(B, obs.device) if noise is None else noise
+            return self._euler(prefix.cache, self._extend_mask(prefix.mask, n_obs), noise.float())
+        finally:
+            prefix.restore()
+
+    def _noise(self, batch: int, device: torch.device,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        shape = (batch, self.config.chunk_size, self.config.action_dim)
+        return torch.randn(shape, device=device, generator=generator)
+
+    # --- full forward without any cache (training, and the reference for the cache) ------------------
+    def predict_uncached(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor,
+                         state: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The same prediction recomputing the instruction in one pass with the observation."""
+        if self.config.head == "regression":
+            return self._regression_forward(input_ids, attention_mask, images, state).float()
+        cache, mask = self._joint_cache(input_ids, attention_mask, images, state)
+        noise = self._noise(input_ids.shape[0], input_ids.device) if noise is None else noise
+        return self._euler(cache, mask, noise.float())
+
+    def _joint_sequence(self, input_ids, attention_mask, images, state):
+        obs = self.encode_observation(images, state)
+        embeds = torch.cat([self.language.embed_tokens(input_ids), obs], dim=1)
+        L = input_ids.shape[1]
+        positions = torch.cat([torch.arange(L, device=input_ids.device)[None].expand_as(input_ids),
+                               self._positions_after(attention_mask, obs.shape[1])], dim=1)
+        return embeds, self._extend_mask(attention_mask, obs.shape[1]), positions
+
+    def _regression_forward(self, input_ids, attention_mask, images, state) -> torch.Tensor:
+        embeds, mask, positions = self._joint_sequence(input_ids, attention_mask, images, state)
+        H = self.config.chunk_size
+        embeds = torch.cat([embeds, self._queries(embeds.shape[0])], dim=1)
+        after = positions[:, -1:] + 1 + torch.arange(H, device=mask.device)[None]
+        positions = torch.cat([positions, after], dim=1)
+        hidden = self.language(inputs_embeds=embeds, attention_mask=self._extend_mask(mask, H),
+                               position_ids=positions).last_hidden_state
+        return self.action_out(hidden[:, -H:])
+
+    def _joint_cache(self, input_ids, attention_mask, images, state) -> tuple[DynamicCache, torch.Tensor]:
+        embeds, mask, positions = self._joint_sequence(input_ids, attention_mask, images, state)
+        cache = DynamicCache(config=self.language.config)
+        self.language(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache)
+        return cache, mask
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor,
+                state: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Training loss. actions: normalised targets [B, H, A]."""
+        if self.config.head == "regression":
+            pred = self._regression_forward(input_ids, attention_mask, images, state).float()
+            return {"loss": F.l1_loss(pred, actions), "pred": pred}
+        cache, mask = self._joint_cache(input_ids, attention_mask, images, state)
+        B = actions.shape[0]
+        noise = self._noise(B, actions.device, generator)
+        # pi0 / SmolVLA: t ~ Beta(1.5, 1) favours noisier times; x_t = t*noise + (1-t)*actions
+        t = torch.distributions.Beta(1.5, 1.0).sample((B,)).to(actions.device) * 0.999 + 0.001
+        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+        v = self.velocity(x_t, t, cache, mask, offset=self.config.observation_tokens).float()
+        return {"loss": F.mse_loss(v, noise - actions), "pred": x_t - t[:, None, None] * v}
+
+
+def _backbone_dict(cfg: PreTrainedConfig) -> dict:
+    d = cfg.to_dict()
+    for key in ("transformers_version", "architectures", "_name_or_path", "model_type", "torch_dtype",
+                "dtype"):
+        d.pop(key, None)
+    return d
+
+
+def count_parameters(config: VLAConfig) -> int:
+    """Parameters of a config without allocating them (meta device)."""
+    with torch.device("meta"):
+        model = VLAModel(config)
+    return sum(p.numel() for p in model.parameters())
