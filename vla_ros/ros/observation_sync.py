@@ -1,0 +1,182 @@
+"""Cameras + JointState -> time-synchronised `Observation`s for the runtime.
+
+message_filters' ApproximateTimeSynchronizer pairs one frame per camera with a joint state
+within `sync_slop_s`; frames are converted here (numpy path, see image_conversion) and header
+stamps are moved onto the runtime's clock by their age at arrival. Bad frames and missing
+joints are counted and reported through `on_problem`, never raised into the executor.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+
+import message_filters
+import numpy as np
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image, JointState
+
+from vla_ros.core.policy import Observation
+from vla_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
+from vla_ros.ros.outputs import GripperMap
+from vla_ros.ros.params import NodeConfig
+
+
+class MissingJointError(ValueError):
+    """A JointState lacks joints the model needs (the message names them)."""
+
+
+class JointStateMapper:
+    """Pick the model's joints out of a JointState by name, in any order; gripper mapped to 0..1."""
+
+    def __init__(self, joint_names: list[str], gripper_joint: str, gripper: GripperMap) -> None:
+        self.names = list(joint_names) + ([gripper_joint] if gripper_joint else [])
+        self.has_gripper = bool(gripper_joint)
+        self.gripper = gripper
+        self._index_cache: tuple[tuple[str, ...], list[int]] | None = None
+
+    def state(self, msg: JointState) -> np.ndarray:
+        names = tuple(msg.name)
+        if self._index_cache is None or self._index_cache[0] != names:
+            lookup = {name: i for i, name in enumerate(names)}
+            missing = [name for name in self.names if name not in lookup]
+            if missing:
+                raise MissingJointError(f"joint_states lacks joint(s) {missing} (it has {list(names)})")
+            self._index_cache = (names, [lookup[name] for name in self.names])
+        indices = self._index_cache[1]
+        if len(msg.position) < len(names):
+            raise MissingJointError(f"joint_states has {len(names)} names but {len(msg.position)} positions")
+        state = np.asarray([msg.position[i] for i in indices], dtype=np.float32)
+        if self.has_gripper:
+            state[-1] = self.gripper.to_model(state[-1])
+        return state
+
+
+class RateMeter:
+    """Arrival times of recent messages: rate (Hz) and seconds since the last one."""
+
+    def __init__(self, window: int = 60) -> None:
+        self._times: collections.deque[float] = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def tick(self, now: float) -> None:
+        with self._lock:
+            self._times.append(now)
+            self.count += 1
+
+    def rate_hz(self, now: float) -> float:
+        with self._lock:
+            if len(self._times) < 2 or now - self._times[-1] > 2.0:
+                return 0.0
+            return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-9)
+
+    def silence_s(self, now: float) -> float:
+        with self._lock:
+            return now - self._times[-1] if self._times else float("inf")
+
+
+class ObservationInput:
+    """Subscriptions, synchronisation and conversion; calls the sinks from the executor thread.
+
+    on_observation(obs): a complete Observation on the runtime clock.
+    on_joint_state(state, stamp): every joint state (for the runtime's measured-state hold).
+    on_problem(source, message): a frame or joint state was skipped (source = camera or "joint_states").
+    """
+
+    def __init__(
+        self,
+        node,
+        config: NodeConfig,
+        image_size: tuple[int, int],
+        gripper: GripperMap,
+        on_observation: Callable[[Observation], None],
+        on_joint_state: Callable[[np.ndarray, float], None],
+        on_problem: Callable[[str, str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._node = node
+        self._image_size = image_size
+        self._on_observation = on_observation
+        self._on_joint_state = on_joint_state
+        self._on_problem = on_problem
+        self._clock = clock
+        self.mapper = JointStateMapper(list(config.joint_names), config.gripper_joint, gripper)
+        self.camera_names = [cam.name for cam in config.cameras]
+        self.meters = {name: RateMeter() for name in [*self.camera_names, "joint_states"]}
+        self.ages: collections.deque[float] = collections.deque(maxlen=100)  # stamp -> arrival, seconds
+        self.ingest: collections.deque[float] = collections.deque(maxlen=1000)  # arrival -> submitted
+        self.skipped = collections.Counter()
+        self.observations = 0
+        self._subscribers = []
+        for cam in config.cameras:
+            msg_type = Image if cam.transport == "raw" else CompressedImage
+            sub = message_filters.Subscriber(node, msg_type, cam.topic, qos_profile=qos_profile_sensor_data)
+            sub.registerCallback(self._arrival(cam.name))
+            self._subscribers.append(sub)
+        joints = message_filters.Subscriber(
+            node, JointState, config.joint_states_topic, qos_profile=qos_profile_sensor_data
+        )
+        joints.registerCallback(self._joint_state)
+        self._subscribers.append(joints)
+        self._sync = message_filters.ApproximateTimeSynchronizer(
+            self._subscribers, queue_size=int(config.sync_queue_size), slop=float(config.sync_slop_s)
+        )
+        self._sync.registerCallback(self._synced)
+
+    def _arrival(self, name: str) -> Callable:
+        meter = self.meters[name]
+        return lambda _msg: meter.tick(self._clock())
+
+    def _joint_state(self, msg: JointState) -> None:
+        self.meters["joint_states"].tick(self._clock())
+        try:
+            state = self.mapper.state(msg)
+        except MissingJointError as exc:
+            self.skipped["joint_states"] += 1
+            self._on_problem("joint_states", str(exc))
+            return
+        self._on_joint_state(state, self._to_runtime_clock(msg.header.stamp))
+
+    def _to_runtime_clock(self, stamp) -> float:
+        age = (self._node.get_clock().now() - Time.from_msg(stamp)).nanoseconds * 1e-9
+        return self._clock() - max(age, 0.0)
+
+    def _synced(self, *msgs) -> None:
+        arrival = self._clock()
+        *frames, joint_msg = msgs
+        images = {}
+        for name, frame in zip(self.camera_names, frames, strict=True):
+            try:
+                images[name] = image_msg_to_rgb(frame, self._image_size)
+            except ImageConversionError as exc:
+                self.skipped[name] += 1
+                self._on_problem(name, f"camera '{name}': frame skipped: {exc}")
+                return
+        try:
+            state = self.mapper.state(joint_msg)
+        except MissingJointError:
+            return  # already reported by _joint_state
+        oldest = min((frame.header.stamp for frame in frames), key=lambda s: (s.sec, s.nanosec))
+        stamp = self._to_runtime_clock(oldest)
+        self.ages.append(arrival - stamp)
+        self._on_observation(Observation(stamp=stamp, images=images, state=state))
+        self.observations += 1
+        self.ingest.append(self._clock() - arrival)
+
+    def silent_inputs(self, max_silence_s: float) -> list[str]:
+        """Inputs (camera names, "joint_states") with nothing for longer than ``max_silence_s``."""
+        now = self._clock()
+        return [name for name, meter in self.meters.items() if meter.silence_s(now) > max_silence_s]
+
+    def rates(self) -> dict[str, float]:
+        now = self._clock()
+        return {name: meter.rate_hz(now) for name, meter in self.meters.items()}
+
+    def destroy(self) -> None:
+        for sub in self._subscribers:
+            self._node.destroy_subscription(sub.sub)
+        self._subscribers = []

@@ -1,0 +1,560 @@
+"""The node's parameters: one table with type, default, description and valid range.
+
+`declare(node)` declares them all with a ParameterDescriptor (so `ros2 param describe` explains
+each); `read_config(node)` reads and validates them at configure time into a `NodeConfig`, raising
+`ConfigError` whose message names the parameter and its valid range. Per-camera parameters
+(`cameras.<name>.topic`, `cameras.<name>.transport`) are declared once `camera_names` is known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTPUT_MODES = ("position_array", "joint_trajectory", "joint_state")
+TRAJECTORY_MODES = ("single_point", "buffer")
+GRIPPER_OUTPUTS = (
+    "with_arm",
+    "array",
+    "trajectory",
+    "parallel_gripper_action",
+    "gripper_command_action",
+    "none",
+)
+GOAL_POLICIES = ("preempt", "reject")
+TRANSPORTS = ("raw", "compressed")
+# These four mirror vla_ros.core.runtime_types (BlendRule, StarvationPolicy, Interpolation, ExecutionMode).
+BLEND_RULES = ("replace", "average", "crossfade", "ensemble")
+STARVATION_POLICIES = ("hold_last", "hold_measured", "zero_velocity")
+INTERPOLATIONS = ("linear", "hold")
+EXECUTIONS = ("async", "sync")
+
+
+class ConfigError(ValueError):
+    """A parameter value that fails validation; the message names the parameter and valid range."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    valid: str = ""  # human-readable valid range, used in descriptors and errors
+    check: Callable[[Any], bool] | None = None
+
+
+def _between(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (lo < v if lo_open else lo <= v) and v <= hi
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: v in options
+
+
+PARAMS: tuple[Param, ...] = (
+    # model
+    Param(
+        "checkpoint_dir",
+        "",
+        "Model checkpoint directory; empty = the package's default checkpoint",
+        "an existing directory or empty",
+    ),
+    Param(
+        "device",
+        "cpu",
+        "Torch device for inference",
+        "'cpu', 'cuda' or 'cuda:N'",
+        lambda v: v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit()),
+    ),
+    Param(
+        "dtype",
+        "float32",
+        "Inference dtype",
+        "float32, float16 or bfloat16",
+        _one_of(("float32", "float16", "bfloat16")),
+    ),
+    Param(
+        "torch_threads",
+        1,
+        "Torch intra-op threads (keep below the core count: the control loop needs one)",
+        "1..256",
+        _between(1, 256),
+    ),
+    # inputs
+    Param(
+        "camera_names",
+        ["scene", "wrist"],
+        "Camera names, each one the model reads (any order)",
+        "non-empty list of the model's camera names",
+        lambda v: len(v) > 0,
+    ),
+    Param(
+        "joint_states_topic",
+        "/joint_states",
+        "sensor_msgs/JointState input topic",
+        "non-empty topic name",
+        lambda v: bool(v),
+    ),
+    Param(
+        "joint_names",
+        ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"],
+        "Arm joint names as in JointState, in the model's action order (gripper excluded)",
+        "non-empty list of distinct names",
+        lambda v: len(v) > 0 and len(set(v)) == len(v),
+    ),
+    Param(
+        "gripper_joint",
+        "gripper",
+        "JointState name of the gripper joint; empty = the model has no gripper",
+        "a joint name or empty",
+    ),
+    Param(
+        "gripper_open_position",
+        0.0,
+        "Gripper joint position when fully open (model value 0.0)",
+        "finite, different from gripper_closed_position",
+        math.isfinite,
+    ),
+    Param(
+        "gripper_closed_position",
+        1.0,
+        "Gripper joint position when fully closed (model value 1.0)",
+        "finite, different from gripper_open_position",
+        math.isfinite,
+    ),
+    Param(
+        "sync_slop_s",
+        0.05,
+        "ApproximateTimeSynchronizer slop between cameras and joint state, seconds",
+        "(0, 1]",
+        _between(0.0, 1.0, lo_open=True),
+    ),
+    Param(
+        "sync_queue_size",
+        10,
+        "ApproximateTimeSynchronizer queue size per input",
+        "1..1000",
+        _between(1, 1000),
+    ),
+    Param(
+        "max_observation_age_s",
+        0.5,
+        "Observations older than this (stamp to arrival) are dropped, seconds",
+        "(0, 10]",
+        _between(0.0, 10.0, lo_open=True),
+    ),
+    Param(
+        "stale_grace_s",
+        0.5,
+        "A goal faults when observations stay stale this long (silent camera), seconds",
+        "[0, 60]",
+        _between(0.0, 60.0),
+    ),
+    # control
+    Param(
+        "control_rate_hz",
+        50.0,
+        "Control loop (command publishing) rate, Hz",
+        "(0, 1000]",
+        _between(0.0, 1000.0, lo_open=True),
+    ),
+    Param(
+        "interpolation",
+        "linear",
+        "Between consecutive actions of the buffer",
+        " | ".join(INTERPOLATIONS),
+        _one_of(INTERPOLATIONS),
+    ),
+    Param(
+        "execution",
+        "async",
+        "async: infer while executing; sync: infer when the buffer is used up",
+        " | ".join(EXECUTIONS),
+        _one_of(EXECUTIONS),
+    ),
+    Param(
+        "refill_margin_s",
+        0.05,
+        "Request a new chunk when the buffered future is below the p95 inference "
+        "latency plus this margin, seconds",
+        "[0, 10]",
+        _between(0.0, 10.0),
+    ),
+    Param(
+        "blending",
+        "crossfade",
+        "How a new chunk joins the unexecuted rest of the buffer",
+        " | ".join(BLEND_RULES),
+        _one_of(BLEND_RULES),
+    ),
+    Param(
+        "starvation_policy",
+        "hold_last",
+        "What the arm does when the action buffer runs empty",
+        " | ".join(STARVATION_POLICIES),
+        _one_of(STARVATION_POLICIES),
+    ),
+    Param(
+        "max_starved_s",
+        1.0,
+        "A goal faults after starving this long, seconds",
+        "(0, 60]",
+        _between(0.0, 60.0, lo_open=True),
+    ),
+    Param(
+        "goal_policy",
+        "preempt",
+        "A new goal while one runs: preempt it or reject the new one",
+        "preempt or reject",
+        _one_of(GOAL_POLICIES),
+    ),
+    Param(
+        "goal_timeout_s",
+        60.0,
+        "Default goal timeout when a goal gives 0, seconds (0 = none)",
+        "[0, 86400]",
+        _between(0.0, 86400.0),
+    ),
+    Param("max_steps", 0, "Default step limit when a goal gives 0 (0 = none)", "0..10^9", _between(0, 10**9)),
+    Param(
+        "success_topic",
+        "",
+        "std_msgs/Bool topic; true completes the running goal (empty = off)",
+        "a topic name or empty",
+    ),
+    # limits
+    Param(
+        "position_lower",
+        [-math.pi] * 5,
+        "Lower position limit per arm joint (rad); the gripper is 0..1",
+        "one finite value per joint_names entry, below position_upper",
+    ),
+    Param(
+        "position_upper",
+        [math.pi] * 5,
+        "Upper position limit per arm joint (rad)",
+        "one finite value per joint_names entry, above position_lower",
+    ),
+    Param(
+        "velocity_limit",
+        [2.0] * 5,
+        "Velocity limit per arm joint (rad/s)",
+        "one value > 0 per joint_names entry",
+    ),
+    Param(
+        "gripper_velocity_limit",
+        2.0,
+        "Gripper velocity limit in model units (0..1 per second)",
+        "(0, 1000]",
+        _between(0.0, 1000.0, lo_open=True),
+    ),
+    Param(
+        "use_urdf_limits",
+        True,
+        "Take position/velocity limits from robot_description when it is set",
+        "true or false",
+    ),
+    Param(
+        "robot_description",
+        "",
+        "URDF (XML text); with use_urdf_limits its <limit> tags override the lists",
+        "URDF XML or empty",
+    ),
+    # outputs
+    Param(
+        "output_mode",
+        "position_array",
+        "Arm command message type",
+        " | ".join(OUTPUT_MODES),
+        _one_of(OUTPUT_MODES),
+    ),
+    Param(
+        "output_topic",
+        "/arm_controller/commands",
+        "Arm command topic",
+        "non-empty topic name",
+        lambda v: bool(v),
+    ),
+    Param(
+        "trajectory_mode",
+        "single_point",
+        "joint_trajectory: one point per tick, or the buffered actions",
+        " | ".join(TRAJECTORY_MODES),
+        _one_of(TRAJECTORY_MODES),
+    ),
+    Param(
+        "trajectory_time_from_start_s",
+        0.1,
+        "time_from_start of a single-point trajectory, seconds",
+        "(0, 10]",
+        _between(0.0, 10.0, lo_open=True),
+    ),
+    Param(
+        "gripper_output",
+        "with_arm",
+        "How the gripper is commanded",
+        " | ".join(GRIPPER_OUTPUTS),
+        _one_of(GRIPPER_OUTPUTS),
+    ),
+    Param(
+        "gripper_topic",
+        "/gripper_controller/gripper_cmd",
+        "Gripper topic or action name",
+        "non-empty name when gripper_output is not with_arm/none",
+    ),
+    Param("gripper_max_effort", 10.0, "max_effort of gripper action goals", "[0, 1e6]", _between(0.0, 1e6)),
+    Param(
+        "gripper_deadband",
+        0.02,
+        "Gripper action goals are sent only when the target moves this much (model units)",
+        "[0, 1]",
+        _between(0.0, 1.0),
+    ),
+    Param("dry_run", False, "Compute commands but publish them only on ~/dry_run/commands", "true or false"),
+    Param(
+        "realtime_priority",
+        0,
+        "SCHED_FIFO priority of the control-loop thread (0 = normal scheduling)",
+        "0..99",
+        _between(0, 99),
+    ),
+    # status
+    Param(
+        "feedback_rate_hz", 5.0, "Action feedback rate, Hz", "(0, 100]", _between(0.0, 100.0, lo_open=True)
+    ),
+    Param(
+        "status_rate_hz",
+        2.0,
+        "~/status and /diagnostics rate, Hz",
+        "(0, 100]",
+        _between(0.0, 100.0, lo_open=True),
+    ),
+    Param(
+        "autostart", False, "Configure and activate at start-up (plain, non-lifecycle use)", "true or false"
+    ),
+)
+PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+CAMERA_PARAMS = (
+    Param("topic", "", "Image topic of this camera", "non-empty topic name", lambda v: bool(v)),
+    Param(
+        "transport",
+        "raw",
+        "raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage",
+        "raw or compressed",
+        _one_of(TRANSPORTS),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    topic: str
+    transport: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Validated parameter values; limits are per model action dimension (gripper in 0..1)."""
+
+    values: dict[str, Any]
+    cameras: tuple[CameraConfig, ...]
+    position_lower: tuple[float, ...] = field(default=())
+    position_upper: tuple[float, ...] = field(default=())
+    velocity_limit: tuple[float, ...] = field(default=())
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def command_joint_names(self) -> tuple[str, ...]:
+        """Joint names in model action order, the gripper last if there is one."""
+        return tuple(self.joint_names) + ((self.gripper_joint,) if self.gripper_joint else ())
+
+
+def _fail(param: Param | str, value: Any, detail: str = "") -> ConfigError:
+    p = PARAMS_BY_NAME.get(param) if isinstance(param, str) else param
+    name = p.name if p else str(param)
+    valid = p.valid if p else ""
+    message = f"parameter '{name}' = {value!r} is invalid"
+    if detail:
+        message += f": {detail}"
+    if valid:
+        message += f" (valid: {valid})"
+    return ConfigError(message)
+
+
+def _coerce(p: Param, value: Any) -> Any:
+    # Parameters are declared with dynamic typing so a YAML `1` for a float or `[0, 1]` for a float
+    # list is accepted; the type is enforced here with an error naming the parameter.
+    default = p.default
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, int):
+            if isinstance(value, bool) or int(value) != value:
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, (bool, str)):
+                raise TypeError
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if isinstance(default, list):
+            items = list(value) if value is not None else []
+            if default and isinstance(default[0], float):
+                if any(isinstance(v, (bool, str)) for v in items):
+                    raise TypeError
+                return [float(v) for v in items]
+            if any(not isinstance(v, str) for v in items):
+                raise TypeError
+            return items
+    except (TypeError, ValueError):
+        raise _fail(
+            p,
+            value,
+            f"expected {type(default).__name__}"
+            + (f" of {type(default[0]).__name__}" if isinstance(default, list) and default else ""),
+        ) from None
+    return value
+
+
+def validate(
+    values: dict[str, Any],
+    cameras: dict[str, dict[str, Any]],
+    urdf_limits: Callable[[str, list[str]], list] | None = None,
+) -> NodeConfig:
+    """Check every value against its table entry and the cross-parameter rules.
+
+    ``cameras`` maps camera name -> {"topic": ..., "transport": ...}. ``urdf_limits`` (xml, joints)
+    -> [JointLimit] is injected so this stays free of XML parsing concerns.
+    """
+    values = {p.name: _coerce(p, values.get(p.name, p.default)) for p in PARAMS}
+    for p in PARAMS:
+        if p.check is not None and not p.check(values[p.name]):
+            raise _fail(p, values[p.name])
+    joints = list(values["joint_names"])
+    n = len(joints)
+    if values["gripper_joint"] and values["gripper_joint"] in joints:
+        raise _fail("gripper_joint", values["gripper_joint"], "it is also listed in joint_names")
+    if values["gripper_joint"] and values["gripper_open_position"] == values["gripper_closed_position"]:
+        raise _fail(
+            "gripper_closed_position", values["gripper_closed_position"], "equals gripper_open_position"
+        )
+    if values["gripper_output"] not in ("with_arm", "none") and not values["gripper_topic"]:
+        raise _fail("gripper_topic", values["gripper_topic"], f"gripper_output is {values['gripper_output']}")
+    if values["gripper_joint"] and values["gripper_output"] == "none":
+        raise _fail("gripper_output", "none", "the model commands a gripper (gripper_joint is set)")
+    camera_configs = []
+    for name in values["camera_names"]:
+        cam = cameras.get(name, {})
+        for p in CAMERA_PARAMS:
+            value = cam.get(p.name, p.default)
+            if p.check is not None and not p.check(value):
+                raise _fail(Param(f"cameras.{name}.{p.name}", p.default, p.description, p.valid), value)
+        camera_configs.append(CameraConfig(name, cam["topic"], cam.get("transport", "raw")))
+
+    lower, upper, velocity = (list(values[k]) for k in ("position_lower", "position_upper", "velocity_limit"))
+    if values["use_urdf_limits"] and values["robot_description"] and urdf_limits is not None:
+        try:
+            limits = urdf_limits(values["robot_description"], joints)
+        except ValueError as exc:
+            raise _fail("robot_description", "<URDF>", str(exc)) from exc
+        lower = [lim.lower for lim in limits]
+        upper = [lim.upper for lim in limits]
+        velocity = [lim.velocity for lim in limits]
+    for name, seq in (("position_lower", lower), ("position_upper", upper), ("velocity_limit", velocity)):
+        if len(seq) != n:
+            raise _fail(name, seq, f"has {len(seq)} values for {n} joints in joint_names")
+    for i, joint in enumerate(joints):
+        if not (lower[i] < upper[i]) or math.isnan(lower[i]) or math.isnan(upper[i]):
+            raise _fail(
+                "position_lower", lower, f"joint {joint!r}: lower {lower[i]} not below upper {upper[i]}"
+            )
+        if not velocity[i] > 0:
+            raise _fail("velocity_limit", velocity, f"joint {joint!r}: {velocity[i]} is not > 0")
+    if values["gripper_joint"]:
+        lower, upper = lower + [0.0], upper + [1.0]
+        velocity = velocity + [float(values["gripper_velocity_limit"])]
+    return NodeConfig(
+        dict(values),
+        tuple(camera_configs),
+        tuple(map(float, lower)),
+        tuple(map(float, upper)),
+        tuple(map(float, velocity)),
+    )
+
+
+def check_against_model(config: NodeConfig, spec) -> None:
+    """The configuration must fit the policy's spec (cameras, joint count, gripper position)."""
+    names = list(config.camera_names)
+    missing = [c for c in spec.cameras if c not in names]
+    extra = [c for c in names if c not in spec.cameras]
+    if missing or extra:
+        raise _fail(
+            "camera_names",
+            names,
+            f"the model reads cameras {list(spec.cameras)}; missing {missing}, unknown {extra}",
+        )
+    dims = len(config.command_joint_names)
+    if dims != spec.action_dim:
+        raise _fail(
+            "joint_names",
+            list(config.joint_names),
+            f"{dims} joints (with gripper_joint {config.gripper_joint!r}) but the model has "
+            f"{spec.action_dim} action dimensions {list(spec.action_names)}",
+        )
+    if config.gripper_joint and spec.gripper_index not in (None, spec.action_dim - 1):
+        raise _fail(
+            "gripper_joint",
+            config.gripper_joint,
+            f"the model's gripper is action {spec.gripper_index}, the node expects it last",
+        )
+    if not config.gripper_joint and spec.gripper_index is not None:
+        raise _fail("gripper_joint", "", f"the model commands a gripper (action {spec.gripper_index})")
+
+
+# ------------------------------------------------------------------------------------------ ROS side
+def _descriptor(p: Param):
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return ParameterDescriptor(description=p.description, additional_constraints=p.valid, dynamic_typing=True)
+
+
+def declare(node) -> None:
+    """Declare every parameter (and the per-camera ones of the current camera_names)."""
+    for p in PARAMS:
+        if not node.has_parameter(p.name):
+            node.declare_parameter(p.name, p.default, _descriptor(p))
+    declare_cameras(node)
+
+
+def declare_cameras(node) -> None:
+    for name in node.get_parameter("camera_names").value:
+        for p in CAMERA_PARAMS:
+            full = f"cameras.{name}.{p.name}"
+            if not node.has_parameter(full):
+                node.declare_parameter(full, p.default, _descriptor(p))
+
+
+def read_config(node) -> NodeConfig:
+    """Read every declared parameter and validate (raises ConfigError)."""
+    from vla_ros.ros.urdf_limits import limits_for
+
+    declare_cameras(node)
+    values = {p.name: node.get_parameter(p.name).value for p in PARAMS}
+    cameras = {
+        name: {p.name: node.get_parameter(f"cameras.{name}.{p.name}").value for p in CAMERA_PARAMS}
+        for name in values["camera_names"]
+    }
+    return validate(values, cameras, limits_for)

@@ -1,0 +1,449 @@
+"""vla_node: the ROS 2 shell around `vla_ros.core.runtime.Runtime`.
+
+Lifecycle: configure reads and validates parameters and loads the model; activate starts the
+runtime (inference worker + control loop) and the inputs; deactivate stops them and holds the
+arm at its last command; cleanup frees the model. `autostart` (or `--autostart`) configures and
+activates at start-up for plain, non-lifecycle use.
+
+The node holds no control logic: it converts messages into Observations, calls the Runtime,
+and publishes the Commands the runtime's control-loop thread hands it (directly from that
+thread: rclpy publishers are thread-safe, and the executor would add jitter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool, Trigger
+
+from vla_ros.core.policy import Observation, Policy
+from vla_ros.core.runtime import Command, GoalResult, Runtime, RuntimeConfig, TerminationReason
+from vla_ros.ros import interface_fields, params
+from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
+from vla_ros.ros.observation_sync import ObservationInput
+from vla_ros.ros.outputs import CommandOutput, GripperMap
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def runtime_config(config: params.NodeConfig, spec) -> RuntimeConfig:
+    """The core's RuntimeConfig from validated node parameters."""
+    rt = RuntimeConfig(
+        control_rate_hz=config.control_rate_hz,
+        interpolation=config.interpolation,
+        realtime_priority=config.realtime_priority > 0,
+        realtime_priority_level=max(1, config.realtime_priority),
+        blend=config.blending,
+        execution=config.execution,
+        refill_margin_s=config.refill_margin_s,
+        starvation_policy=config.starvation_policy,
+        max_starved_s=config.max_starved_s,
+        observation_max_age_s=config.max_observation_age_s,
+        stale_grace_s=config.stale_grace_s,
+        goal_timeout_s=config.goal_timeout_s,
+        goal_max_steps=config.max_steps,
+        goal_policy=config.goal_policy,
+        joint_lower=config.position_lower,
+        joint_upper=config.position_upper,
+        max_velocity=config.velocity_limit,
+        gripper_index=spec.gripper_index,
+        dry_run=config.dry_run,
+    )
+    rt.validate()
+    return rt
+
+
+def load_model(config: params.NodeConfig) -> Policy:
+    from vla_ros import models
+
+    checkpoint = config.checkpoint_dir or models.default_checkpoint()
+    return models.load_policy(
+        checkpoint, device=config.device, dtype=config.dtype, threads=config.torch_threads
+    )
+
+
+class VlaNode(LifecycleNode):
+    """The VLA controller node. ``policy`` injects a model (tests, embedding) instead of loading one."""
+
+    def __init__(
+        self,
+        node_name: str = "vla_node",
+        *,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs,
+    ) -> None:
+        super().__init__(node_name, **kwargs)
+        params.declare(self)
+        self._injected_policy = policy
+        self._clock = clock
+        self.policy: Policy | None = None
+        self.config: params.NodeConfig | None = None
+        self.runtime: Runtime | None = None
+        self.inputs: ObservationInput | None = None
+        self.output: CommandOutput | None = None
+        self.last_error = ""  # why the last transition failed (also logged)
+        self.last_result: GoalResult | None = None
+        self.commands_published = 0
+        self.publish_latency: collections.deque[float] = collections.deque(maxlen=2000)  # tick -> published
+        self._last_positions: np.ndarray | None = None
+        self._estop = False
+        self._goal_instructions: dict[int, str] = {}
+        self._result_waiters: dict[int, tuple[threading.Event, list]] = {}
+        self._state_lock = threading.Lock()
+        self._problems: collections.deque[str] = collections.deque(maxlen=20)
+        self._problem_log_times: dict[str, float] = {}
+        self._success_sub = None
+        rate = float(self.get_parameter("status_rate_hz").value or 2.0)
+        self._status = StatusPublisher(self)
+        self._diagnostics = Diagnostics(self, 1.0 / rate, self._diagnostic_statuses)
+        self._status_timer = self.create_timer(1.0 / rate, self.publish_status)
+        self.create_subscription(String, "~/instruction", self._on_instruction, 10)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(SetBool, "~/estop", self._on_estop)
+        self._action_server = None
+        self._start_action_server()
+
+    # ------------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            config = params.read_config(self)
+            policy = self._injected_policy or load_model(config)
+            params.check_against_model(config, policy.spec)
+            runtime_config(config, policy.spec)
+        except params.ConfigError as exc:
+            return self._fail(f"configure failed: {exc}")
+        except Exception as exc:  # model loading: a missing checkpoint, a bad dtype for the device, ...
+            return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
+        self.config, self.policy = config, policy
+        self.output = CommandOutput(self, config, policy.spec.action_period)
+        self.get_logger().info(
+            f"configured: cameras {[c.name for c in config.cameras]}, "
+            f"joints {list(config.command_joint_names)}, "
+            f"{config.output_mode} on {config.output_topic}{' (dry run)' if config.dry_run else ''}, "
+            f"control {config.control_rate_hz:g} Hz"
+        )
+        return SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        config, spec = self.config, self.policy.spec
+        try:
+            self.runtime = Runtime(
+                self.policy,
+                runtime_config(config, spec),
+                self._on_command,
+                clock=self._clock,
+                on_result=self._on_result,
+            )
+            self.runtime.start()
+            if self._estop:
+                self.runtime.set_estop(True)
+        except Exception as exc:
+            self.runtime = None
+            return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
+        gripper = GripperMap(config.gripper_open_position, config.gripper_closed_position)
+        self.inputs = ObservationInput(
+            self,
+            config,
+            spec.image_size,
+            gripper,
+            self._on_observation,
+            self._on_joint_state,
+            self._on_problem,
+            clock=self._clock,
+        )
+        if config.success_topic:
+            self._success_sub = self.create_subscription(Bool, config.success_topic, self._on_success, 10)
+        self.get_logger().info("active: inputs subscribed, runtime running")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_runtime()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_runtime()
+        self._release()
+        return SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._stop_runtime()
+        self._release()
+        return SUCCESS
+
+    def _fail(self, message: str) -> TransitionCallbackReturn:
+        self.last_error = message
+        self.get_logger().error(message)
+        return FAILURE
+
+    def _stop_runtime(self) -> None:
+        """Stop inputs and runtime, then repeat the last command so the arm holds where it is."""
+        if self.inputs is not None:
+            self.inputs.destroy()
+            self.inputs = None
+        if self._success_sub is not None:
+            self.destroy_subscription(self._success_sub)
+            self._success_sub = None
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
+            if self.output is not None and self._last_positions is not None:
+                self.output.publish(self._last_positions)
+
+    def _release(self) -> None:
+        if self.output is not None:
+            self.output.destroy()
+            self.output = None
+        self.policy = None  # frees the model (unless the embedder holds it)
+        self.config = None
+
+    def autostart(self) -> bool:
+        """configure + activate; False (with last_error) if either fails."""
+        if self.trigger_configure() != SUCCESS:
+            return False
+        return self.trigger_activate() == SUCCESS
+
+    def hold_and_shutdown(self) -> None:
+        """SIGINT/SIGTERM path: end the goal ("shutdown"), hold, and leave the lifecycle cleanly."""
+        self._stop_runtime()
+        self._release()
+
+    # ------------------------------------------------------------------------ runtime callbacks
+    def _on_command(self, command: Command) -> None:
+        # Control-loop thread: publish and return; nothing here may block.
+        output = self.output
+        if output is None:
+            return
+        positions = command.positions
+        if output.dry_run and command.proposed is not None:
+            positions = command.proposed
+        output.publish(positions, getattr(command, "future", None))
+        self._last_positions = command.positions
+        self.commands_published += 1
+        self.publish_latency.append(self._clock() - command.stamp)
+
+    def _on_result(self, result: GoalResult) -> None:
+        message = result.message
+        if result.reason == TerminationReason.FAULT and self.inputs is not None and self.config is not None:
+            silent = self.inputs.silent_inputs(self.config.max_observation_age_s)
+            if silent:
+                message = (
+                    f"{message}; no messages from {', '.join(silent)}"
+                    if message
+                    else f"no messages from {', '.join(silent)}"
+                )
+                result = GoalResult(
+                    result.goal_id, result.success, result.reason, message, result.steps, result.duration_s
+                )
+        with self._state_lock:
+            self.last_result = result
+            self._goal_instructions.pop(result.goal_id, None)
+            waiter = self._result_waiters.get(result.goal_id)
+        log = self.get_logger().info if result.success else self.get_logger().warning
+        log(
+            f"goal {result.goal_id} ended: {result.reason} after {result.steps} steps "
+            f"({result.duration_s:.2f} s){': ' + message if message else ''}"
+        )
+        if waiter is not None:
+            waiter[1].append(result)
+            waiter[0].set()
+        self.publish_status()
+
+    def _on_observation(self, obs: Observation) -> None:
+        if self.runtime is not None:
+            self.runtime.submit_observation(obs)
+
+    def _on_joint_state(self, state: np.ndarray, stamp: float) -> None:
+        if self.runtime is not None:
+            self.runtime.set_measured_state(state, stamp)
+
+    def _on_problem(self, source: str, message: str) -> None:
+        self._problems.append(message)
+        now = time.monotonic()
+        if now - self._problem_log_times.get(source, -1e9) >= 2.0:  # throttled per source
+            self._problem_log_times[source] = now
+            self.get_logger().warning(message)
+
+    # ------------------------------------------------------------------------ front-ends
+    def start_goal(self, instruction: str, timeout_s: float = 0.0, max_steps: int = 0):
+        """Start a goal on the runtime (both front-ends go through here); returns the GoalDecision."""
+        from vla_ros.core.runtime import GoalDecision
+
+        if not instruction.strip():
+            return GoalDecision(False, "bad request: empty instruction", -1)
+        if timeout_s < 0 or max_steps < 0:
+            return GoalDecision(
+                False, f"bad request: timeout_s={timeout_s}, max_steps={max_steps} must be >= 0", -1
+            )
+        if self.runtime is None:
+            return GoalDecision(False, "node is not active", -1)
+        decision = self.runtime.start_goal(instruction, timeout_s=timeout_s, max_steps=max_steps)
+        if decision.accepted:
+            with self._state_lock:
+                self._goal_instructions[decision.goal_id] = instruction
+            self.get_logger().info(f"goal {decision.goal_id} accepted: {instruction!r}")
+        else:
+            self.get_logger().warning(f"goal rejected: {decision.reason} ({instruction!r})")
+        return decision
+
+    def _on_instruction(self, msg: String) -> None:
+        decision = self.start_goal(msg.data)
+        if not decision.accepted:
+            with self._state_lock:
+                self.last_result = GoalResult(-1, False, "rejected", decision.reason, 0, 0.0)
+            self.publish_status()
+
+    def _on_stop(self, request, response):
+        canceled = self.runtime is not None and self.runtime.cancel_goal()
+        response.success = bool(canceled)
+        response.message = "goal canceled, holding" if canceled else "no active goal"
+        return response
+
+    def _on_estop(self, request, response):
+        self._estop = bool(request.data)
+        if self.runtime is not None:
+            self.runtime.set_estop(self._estop)
+        response.success = True
+        response.message = "e-stop engaged: holding" if self._estop else "e-stop released"
+        self.get_logger().warning(response.message)
+        self.publish_status()
+        return response
+
+    def _on_success(self, msg: Bool) -> None:
+        if msg.data and self.runtime is not None:
+            self.runtime.complete_goal()
+
+    # ------------------------------------------------------------------------ action server
+    def _start_action_server(self) -> None:
+        action_type, _, why = interface_fields.load_interfaces()
+        if action_type is None:
+            self.get_logger().info(
+                f"ExecuteInstruction action server is off: {why}; use ~/instruction and ~/stop instead"
+            )
+            return
+        from vla_ros.ros.action_server import ExecuteInstructionServer
+
+        self._action_server = ExecuteInstructionServer(self, action_type, ReentrantCallbackGroup())
+
+    def wait_result(self, goal_id: int, timeout_s: float | None = None) -> GoalResult | None:
+        """Block until goal ``goal_id`` ends (for the action server's execute callback)."""
+        with self._state_lock:
+            if self.last_result is not None and self.last_result.goal_id == goal_id:
+                return self.last_result
+            waiter = self._result_waiters.setdefault(goal_id, (threading.Event(), []))
+        waiter[0].wait(timeout_s)
+        with self._state_lock:
+            if waiter[1]:
+                self._result_waiters.pop(goal_id, None)
+                return waiter[1][0]
+        return None
+
+    # ------------------------------------------------------------------------ status
+    def status(self) -> dict:
+        """The ~/status fields now (also what the action feedback reads)."""
+        runtime = self.runtime
+        last = self.last_result
+        last_reason = str(last.reason) if last is not None else ""
+        if runtime is None:
+            from vla_ros.core.runtime import Feedback
+
+            state = "inactive" if self.config is not None else "unconfigured"
+            return status_fields(
+                Feedback(-1, 0, 0.0, 0.0, 0, state),
+                {},
+                goal_active=False,
+                instruction="",
+                estop=self._estop,
+                last_reason=last_reason,
+            )
+        feedback = runtime.feedback()
+        with self._state_lock:
+            instruction = self._goal_instructions.get(feedback.goal_id, "")
+        return status_fields(
+            feedback,
+            runtime.stats(),
+            goal_active=feedback.goal_id >= 0,
+            instruction=instruction,
+            estop=self._estop,
+            last_reason=last_reason,
+        )
+
+    def publish_status(self) -> None:
+        try:
+            self._status.publish(self.status())
+        except Exception as exc:  # status must never take the node down
+            self.get_logger().error(
+                f"status publish failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
+            )
+
+    def _diagnostic_statuses(self):
+        fields = self.status()
+        inputs, config = self.inputs, self.config
+        if inputs is None or config is None:
+            return build_statuses(self.get_name(), fields, {}, [], 0.0, {}, list(self._problems), 50.0)
+        ages = list(inputs.ages)
+        return build_statuses(
+            self.get_name(),
+            fields,
+            inputs.rates(),
+            inputs.silent_inputs(config.max_observation_age_s),
+            float(np.median(ages)) if ages else float("nan"),
+            dict(inputs.skipped),
+            list(self._problems),
+            config.control_rate_hz,
+        )
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="vla_node", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--autostart",
+        action="store_true",
+        help="configure and activate at start-up (plain, non-lifecycle use)",
+    )
+    args, _ = parser.parse_known_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    # Our own handlers: the default ones shut the context down before the arm could be held.
+    rclpy.init(args=argv, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = VlaNode()
+    code = 0
+    if (args.autostart or node.get_parameter("autostart").value) and not node.autostart():
+        node.get_logger().fatal(f"autostart failed: {node.last_error}")
+        code = 1
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        while code == 0 and not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        node.get_logger().info("shutting down: holding the arm")
+        node.hold_and_shutdown()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
