@@ -1,0 +1,10 @@
+"""MuJoCo tabletop simulation: TabletopEnv, task families and the scripted expert (no ROS imports)."""
+
+from __future__ import annotations
+
+from vla_ros.sim.env import CAMERAS, TabletopEnv
+from vla_ros.sim.scene import COLOURS, JOINT_NAMES, SHAPES
+from vla_ros.sim.tasks import INSTRUCTION_TEMPLATES, TASK_FAMILIES, TaskSpec
+
+__all__ = ["CAMERAS", "COLOURS", "INSTRUCTION_TEMPLATES", "JOINT_NAMES", "SHAPES", "TASK_FAMILIES",
+           "TabletopEnv", "TaskSpec"]
