@@ -35,8 +35,8 @@ def blend(
 
     - replace: the new chunk wins.
     - average: ``w * new + (1 - w) * old`` (LeRobot's async aggregation uses w = 0.7).
-    - crossfade: over the first ``crossfade_steps`` overlapping actions the new chunk's weight
-      ramps linearly, (i + 1) / (N + 1); after that the new chunk wins.
+    - crossfade: over the first N = min(``crossfade_steps``, overlap) overlapping actions the new
+      chunk's weight ramps linearly, (i + 1) / (N + 1); after that the new chunk wins.
     - ensemble: exponential temporal ensembling (ACT): prediction i of a time step, 0 the oldest,
       weighs exp(-decay * i); decay > 0 favours older predictions, < 0 newer ones.
     """
@@ -51,10 +51,10 @@ def blend(
     if rule == "average":
         w_new = np.where(has_old, average_new_weight, 1.0)
     elif rule == "crossfade":
+        # a ramp longer than the overlap would end in a jump where the old actions run out
+        steps = min(crossfade_steps, int(has_old.sum()))
         ramp_index = np.cumsum(has_old) - 1  # 0 for the first overlapping action
-        w_new = np.where(
-            has_old & (ramp_index < crossfade_steps), (ramp_index + 1.0) / (crossfade_steps + 1.0), 1.0
-        )
+        w_new = np.where(has_old & (ramp_index < steps), (ramp_index + 1.0) / (steps + 1.0), 1.0)
     else:  # ensemble
         w_old_total = _ensemble_weight_sum(old_count, ensemble_decay)
         w_new_single = np.exp(-ensemble_decay * old_count.astype(np.float64))

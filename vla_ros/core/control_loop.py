@@ -22,6 +22,16 @@ from vla_ros.core.stats import period_errors, summarize_ms
 log = logging.getLogger(__name__)
 
 
+def skip_missed(deadline: float, now: float, period: float) -> tuple[float, int]:
+    """The deadline to run now and how many were skipped: when ``now`` is a period or more past
+    ``deadline``, jump to the latest deadline already passed instead of running each in a burst."""
+    late = now - deadline
+    if late < period:
+        return deadline, 0
+    skipped = int(late // period)
+    return deadline + skipped * period, skipped
+
+
 class ControlLoop:
     """Runs ``step()`` every ``period`` seconds in its own thread; exceptions are counted, not fatal."""
 
@@ -83,16 +93,11 @@ class ControlLoop:
         while not self._stop.is_set():
             sleep_until(deadline, self.spin_s)
             now = time.monotonic()
-            late = now - deadline
-            if late >= period:  # skip, do not burst: jump to the latest deadline already passed
-                skipped = int(late // period)
-                deadline += skipped * period
-                late -= skipped * period
-                with self._lock:
-                    self.missed_ticks += skipped
+            deadline, skipped = skip_missed(deadline, now, period)
             with self._lock:
+                self.missed_ticks += skipped
                 self._tick_times.append(now)
-                self._lateness.append(late)
+                self._lateness.append(now - deadline)
                 self.ticks += 1
             try:
                 self._step()
