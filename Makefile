@@ -1,0 +1,46 @@
+# vla_ros: one command per job. `make demo` and `make test` set everything up on a fresh clone.
+#   make venv         .venv (Python 3.12) + package with extras + ROS 2 runtime if none is sourced
+#   make test         ruff + the whole pytest suite, in the ROS environment of scripts/env.sh
+#   make test-ros     only the tests marked `ros` (rclpy, DDS, launch)
+#   make demo         the closed-loop demo (vla_ros demo)
+#   make checkpoint   train the default model checkpoint
+# ROS_DISTRO=humble make test   (or make test ROS_DISTRO=humble) uses the Humble runtime of the
+# wheel instead of Jazzy. PYTEST_ARGS="-k name" passes arguments to pytest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+# Every recipe line that needs the environment sources the same script a developer sources.
+ENV := . scripts/env.sh && echo "ROS runtime: $$VLA_ROS_RUNTIME" >&2
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+STAMPS := .stamps
+
+.PHONY: help venv test test-ros lint demo checkpoint clean
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+venv: $(STAMPS)/venv
+
+$(STAMPS)/venv: pyproject.toml scripts/setup_venv.sh scripts/find_python.sh
+	scripts/setup_venv.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+lint: venv
+	.venv/bin/ruff check .
+
+test: venv
+	$(ENV) && ruff check . && python -m pytest $(PYTEST_ARGS)
+
+test-ros: venv
+	$(ENV) && python -m pytest -m ros $(PYTEST_ARGS)
+
+demo: venv
+	$(ENV) && vla_ros demo $(DEMO_ARGS)
+
+checkpoint: venv
+	$(ENV) && vla_ros train --default-checkpoint
+
+clean:
+	rm -rf build/ament_prefix build/.ament_prefix-* $(STAMPS) .pytest_cache .ruff_cache
