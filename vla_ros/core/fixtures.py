@@ -45,6 +45,22 @@ def sine_trajectory(amplitude: float = 0.5, frequency_hz: float = 0.2, dim: int 
     return fn
 
 
+class FakeClock:
+    """A settable clock for single-threaded tests: ``clock()`` reads it, ``sleep(dt)`` advances it."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class PolicyFault(RuntimeError):
     """The error ScriptedPolicy raises when told to fail."""
 
@@ -57,6 +73,7 @@ class ScriptedPolicy(Policy):
         ``raise_always=True``.
     hang_on: call indices that block until ``release()`` (or ``hang_always=True``).
     fn: trajectory t -> actions; default ``sine_trajectory``.
+    sleep: how latency is spent (``time.sleep``; ``FakeClock.sleep`` to advance a fake clock).
     Records ``calls`` (predict count), ``instructions`` and ``resets``.
     """
 
@@ -70,6 +87,7 @@ class ScriptedPolicy(Policy):
         hang_on: tuple[int, ...] = (),
         hang_always: bool = False,
         encode_raises: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.spec = spec or default_spec()
         self.latency_s = latency_s
@@ -79,6 +97,7 @@ class ScriptedPolicy(Policy):
         self.hang_on = set(hang_on)
         self.hang_always = hang_always
         self.encode_raises = encode_raises
+        self.sleep = sleep
         self.calls = 0
         self.instructions: list[str] = []
         self.resets = 0
@@ -100,7 +119,7 @@ class ScriptedPolicy(Policy):
         self.calls += 1
         latency = self.latency_s(index) if callable(self.latency_s) else self.latency_s
         if latency > 0:
-            time.sleep(latency)
+            self.sleep(latency)
         if self.hang_always or index in self.hang_on:
             self.hanging.set()
             self._released.wait()

@@ -1,0 +1,273 @@
+"""The Runtime facade driven step by step on a fake clock: goals, faults, holds, every command safe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vla_ros.core.fixtures import FakeClock, ScriptedPolicy, default_spec, make_observation
+from vla_ros.core.runtime import Runtime, RuntimeConfig, TerminationReason
+
+RATE = 50.0
+PERIOD = 1.0 / RATE
+
+
+class Harness:
+    """A runtime on a fake clock; ``run`` does what the threads would: observe, infer, tick."""
+
+    def __init__(self, policy=None, no_policy: bool = False, **config):
+        self.clock = FakeClock()
+        self.policy = None if no_policy else (policy or ScriptedPolicy(sleep=self.clock.sleep))
+        self.spec = self.policy.spec if self.policy else default_spec()
+        self.commands, self.results = [], []
+        config.setdefault("control_rate_hz", RATE)
+        self.config = RuntimeConfig(**config)
+        self.rt = Runtime(self.policy, self.config, self.commands.append, self.clock, self.results.append)
+        self.state = np.zeros(self.spec.state_dim, np.float32)
+
+    def observe(self):
+        self.rt.submit_observation(make_observation(self.spec, self.clock(), self.state))
+
+    def run(self, seconds: float, infer: bool = True, observe: bool = True):
+        for _ in range(int(round(seconds / PERIOD))):
+            if observe:
+                self.observe()
+            if infer:
+                self.rt.infer_once()
+            self.rt.tick()
+            self.clock.advance(PERIOD)
+
+    def start(self, instruction="pick up the red cube", **kw):
+        self.observe()
+        return self.rt.start_goal(instruction, **kw)
+
+
+# ------------------------------------------------------------------------------- readiness
+def test_goals_are_rejected_with_a_reason_when_not_ready():
+    h = Harness(no_policy=True)
+    h.observe()  # accepted even without a policy; no spec yet to check it against
+    assert h.rt.start_goal("x").reason.startswith("no model")
+
+    h = Harness()
+    assert h.rt.start_goal("x").reason.startswith("no fresh observation")  # none yet
+    h.observe()
+    h.clock.advance(h.config.observation_max_age_s + 0.01)
+    decision = h.rt.start_goal("x")
+    assert not decision.accepted and "s old" in decision.reason
+    h.observe()
+    h.rt.set_estop(True)
+    assert h.rt.start_goal("x").reason.startswith("e-stop latched")
+    h.rt.set_estop(False)
+    assert h.rt.start_goal("x").accepted
+    assert not h.results  # rejected goals get no result
+
+
+def test_bad_observations_raise_and_are_not_used():
+    h = Harness()
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        h.rt.submit_observation(make_observation(h.spec, h.clock(), np.zeros(3)))
+    with pytest.raises(ValueError, match="non-finite"):
+        h.rt.submit_observation(make_observation(h.spec, h.clock(), np.full(6, np.nan)))
+    assert h.rt.start_goal("x").reason.startswith("no fresh observation")
+
+
+# ------------------------------------------------------------------------------- happy path
+def test_a_goal_tracks_the_policy_and_completes():
+    h = Harness()
+    decision = h.start()
+    assert decision.accepted and h.rt.feedback().state == "waiting"
+    h.run(2.0)
+    fb = h.rt.feedback()
+    assert fb.state == "running" and fb.goal_id == decision.goal_id and fb.buffered > 0
+    assert fb.step == pytest.approx(2.0 / h.spec.action_period, abs=1)
+    last = h.commands[-1]
+    assert last.reason == "action" and not last.held
+    expected = h.policy.fn(last.stamp)
+    np.testing.assert_allclose(last.positions, expected, atol=0.05)  # linear interp of a slow sine
+    assert h.rt.complete_goal(decision.goal_id)
+    assert [(r.reason, r.success) for r in h.results] == [(TerminationReason.COMPLETED, True)]
+    h.run(0.1)
+    assert h.commands[-1].reason == "idle" and h.commands[-1].held
+    np.testing.assert_allclose(h.commands[-1].positions, last.positions, atol=0.1)
+
+
+def test_max_steps_counts_action_periods():
+    h = Harness()
+    h.start(max_steps=7)
+    h.run(2.0)
+    assert h.results[0].reason is TerminationReason.MAX_STEPS and h.results[0].steps == 7
+
+
+def test_async_chunks_start_at_the_action_due_on_arrival():
+    """Latency 40% of a chunk, spent on the fake clock: the chunk's first actions are dropped.
+    (Ticks do not run during a fake-clock inference; starvation is tested with threads.)"""
+    clock = FakeClock()
+    h = Harness(ScriptedPolicy(latency_s=0.4, sleep=clock.sleep))
+    h.clock = clock
+    h.rt.clock = clock
+    h.rt.worker.clock = clock
+    h.start()
+    h.run(5.0)
+    stats = h.rt.stats()
+    assert stats["inferences"] >= 4 and stats["inference_errors"] == 0
+    assert stats["actions_dropped_past"] >= 4 * stats["inferences"] - 4  # 0.4 s = 4 actions late
+
+
+def test_sync_mode_runs_each_chunk_from_its_first_action():
+    clock = FakeClock()
+    h = Harness(ScriptedPolicy(latency_s=0.4, sleep=clock.sleep), execution="sync")
+    h.clock = h.rt.clock = h.rt.worker.clock = clock
+    h.start()
+    h.run(5.0)
+    stats = h.rt.stats()
+    assert stats["inferences"] >= 3 and stats["actions_dropped_past"] == 0
+
+
+# ------------------------------------------------------------------------------- faults and holds
+def test_estop_holds_from_the_next_tick_and_ends_the_goal():
+    h = Harness()
+    h.start()
+    h.run(1.0)
+    before = h.commands[-1].positions
+    h.rt.set_estop(True)
+    assert h.results[-1].reason is TerminationReason.ESTOP
+    h.run(0.5)
+    estop_commands = h.commands[-25:]
+    assert all(c.reason == "estop" and c.held for c in estop_commands)
+    for c in estop_commands:
+        np.testing.assert_array_equal(c.positions, before)
+    assert h.rt.feedback().state == "estop"
+
+
+def test_non_finite_actions_hold_and_fault():
+    def fn(t):
+        return np.full(6, np.nan) if t > 100.5 else np.zeros(6)
+
+    h = Harness(ScriptedPolicy(fn=fn))
+    h.start()
+    h.run(1.5)
+    assert h.results[-1].reason is TerminationReason.FAULT and "non-finite" in h.results[-1].message
+    assert all(np.all(np.isfinite(c.positions)) for c in h.commands)
+    assert any(c.reason == "invalid_action" and c.held for c in h.commands)
+
+
+@pytest.mark.parametrize("kind", ["predict", "encode"])
+def test_policy_exceptions_abort_the_goal_and_the_next_goal_works(kind):
+    policy = ScriptedPolicy(raise_on=(0,)) if kind == "predict" else ScriptedPolicy(encode_raises=True)
+    h = Harness(policy)
+    h.start()
+    h.run(0.2)
+    assert h.results[-1].reason is TerminationReason.FAULT and "PolicyFault" in h.results[-1].message
+    assert h.rt.stats()["inference_errors"] == 1
+    policy.encode_raises = False
+    h.start()
+    h.run(0.5)
+    assert h.commands[-1].reason == "action"
+
+
+def test_stale_observations_beyond_the_grace_fault_the_goal():
+    h = Harness(observation_max_age_s=0.2, stale_grace_s=0.3)
+    h.start()
+    h.run(0.3)
+    h.run(0.4, observe=False)  # 0.4 s without observations: within max age + grace
+    assert not h.results
+    h.run(0.2, observe=False)
+    assert h.results[-1].reason is TerminationReason.FAULT and "stale" in h.results[-1].message
+
+
+@pytest.mark.parametrize("policy_name", ["hold_last", "hold_measured", "zero_velocity"])
+def test_starvation_policies(policy_name):
+    h = Harness(starvation_policy=policy_name, max_starved_s=5.0)
+    h.start()
+    h.run(0.5)
+    last_action = h.commands[-1].positions.copy()
+    h.state = np.full(6, 0.3, np.float32)  # the arm is measured somewhere else
+    h.run(2.0, infer=False)  # the chunk (1 s) runs out: starved
+    starved = [c for c in h.commands if c.reason == "starved"]
+    assert starved and all(c.held for c in starved)
+    if policy_name == "hold_measured":
+        np.testing.assert_allclose(starved[-1].positions, 0.3)  # reached at the velocity limit
+    else:
+        np.testing.assert_array_equal(starved[0].positions, starved[-1].positions)
+        assert not np.allclose(starved[-1].positions, 0.3)
+    assert h.rt.stats()["starved_ticks"] == len(starved)
+    assert last_action.shape == (6,)
+
+
+def test_starvation_beyond_the_bound_faults():
+    h = Harness(max_starved_s=0.3)
+    h.start()
+    h.run(0.2)
+    h.run(1.5, infer=False)
+    assert h.results[-1].reason is TerminationReason.FAULT and "starved" in h.results[-1].message
+
+
+def test_dry_run_sends_holds_and_reports_the_proposal():
+    h = Harness(dry_run=True)
+    h.state = np.full(6, 0.2, np.float32)
+    h.start()
+    h.run(1.0)
+    dry = [c for c in h.commands if c.reason == "dry_run"]
+    assert dry and all(c.held and c.proposed is not None for c in dry)
+    for c in dry:
+        np.testing.assert_allclose(c.positions, 0.2, atol=1e-6)
+    assert not np.allclose(dry[-1].proposed, 0.2)
+
+
+def test_delta_actions_are_added_to_the_observed_state():
+    spec = default_spec()
+    spec = type(spec)(**{**spec.__dict__, "action_mode": "delta"})
+    h = Harness(ScriptedPolicy(spec=spec, fn=lambda t: np.full(6, 0.05)), max_velocity=100.0)
+    h.state = np.full(6, 0.5, np.float32)
+    h.start()
+    h.run(0.5)
+    np.testing.assert_allclose(h.commands[-1].positions, 0.55, atol=1e-6)
+
+
+def test_set_policy_refuses_while_a_goal_runs():
+    h = Harness()
+    h.start()
+    with pytest.raises(RuntimeError, match="goal is active"):
+        h.rt.set_policy(ScriptedPolicy())
+
+
+# ------------------------------------------------------------------------------- every command safe
+@settings(max_examples=40, deadline=None)
+@given(
+    blend=st.sampled_from(["replace", "average", "crossfade", "ensemble"]),
+    interpolation=st.sampled_from(["linear", "hold"]),
+    amplitude=st.floats(0.0, 5.0),
+    jump_every=st.floats(0.05, 1.0),
+    latency=st.floats(0.0, 0.8),
+    max_velocity=st.floats(0.1, 4.0),
+    nan_at=st.one_of(st.none(), st.floats(0.0, 2.0)),
+)
+def test_every_command_is_finite_in_limits_and_velocity_bounded(
+    blend, interpolation, amplitude, jump_every, latency, max_velocity, nan_at
+):
+    clock = FakeClock(0.0)
+
+    def fn(t):  # a discontinuous, sometimes wild trajectory
+        if nan_at is not None and t > nan_at:
+            return np.full(6, np.nan)
+        return amplitude * np.sign(np.sin(np.pi * t / jump_every + np.arange(6)))
+
+    lower, upper = (-1.0, -2.0, -0.5, -1.5, -3.0, 0.0), (1.0, 2.0, 0.5, 1.5, 3.0, 1.0)
+    h = Harness(
+        ScriptedPolicy(fn=fn, latency_s=latency, sleep=clock.sleep),
+        blend=blend, interpolation=interpolation, max_velocity=max_velocity,
+        joint_lower=lower, joint_upper=upper,
+    )  # fmt: skip
+    h.clock = h.rt.clock = h.rt.worker.clock = clock
+    h.start()
+    h.run(2.0)
+    previous = None
+    for c in h.commands:
+        assert np.all(np.isfinite(c.positions))
+        assert np.all(c.positions >= lower) and np.all(c.positions <= upper)
+        if previous is not None:
+            assert np.all(np.abs(c.positions - previous) <= max_velocity * PERIOD * (1 + 1e-9) + 1e-12)
+        previous = c.positions
+    assert len(h.results) <= 1
