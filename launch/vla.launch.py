@@ -59,17 +59,31 @@ def _node(context, *_args, **_kwargs):
 
 
 def generate_launch_description() -> LaunchDescription:
-    return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=_default_params_file(),
-                              description="YAML file with the vla_node parameters"),
-        DeclareLaunchArgument("checkpoint", default_value="",
-                              description="model checkpoint directory (overrides checkpoint_dir when set)"),
-        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
-        DeclareLaunchArgument("node_name", default_value="vla_node", description="name of the node"),
-        DeclareLaunchArgument("use_lifecycle", default_value="true",
-                              description="true: managed lifecycle node; false: plain node that starts at once"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="with use_lifecycle: configure and activate at start-up"),
-        DeclareLaunchArgument("log_level", default_value="info", description="log level"),
-        OpaqueFunction(function=_node),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=_default_params_file(),
+                description="YAML file with the vla_node parameters",
+            ),
+            DeclareLaunchArgument(
+                "checkpoint",
+                default_value="",
+                description="model checkpoint directory (overrides checkpoint_dir when set)",
+            ),
+            DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+            DeclareLaunchArgument("node_name", default_value="vla_node", description="name of the node"),
+            DeclareLaunchArgument(
+                "use_lifecycle",
+                default_value="true",
+                description="true: managed lifecycle node; false: plain node that starts at once",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="with use_lifecycle: configure and activate at start-up",
+            ),
+            DeclareLaunchArgument("log_level", default_value="info", description="log level"),
+            OpaqueFunction(function=_node),
+        ]
+    )

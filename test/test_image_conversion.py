@@ -52,7 +52,7 @@ def test_mono_and_depth_encodings(bigendian):
     out = raw_to_rgb("mono8", h, w, w, mono.tobytes())
     assert (out == mono[:, :, None]).all()
 
-    wide = (np.arange(h * w, dtype=np.uint16).reshape(h, w) * 5000)
+    wide = np.arange(h * w, dtype=np.uint16).reshape(h, w) * 5000
     data = wide.astype(">u2" if bigendian else "<u2").tobytes()
     for encoding in ("mono16", "16UC1"):
         out = raw_to_rgb(encoding, h, w, 2 * w, data, is_bigendian=bigendian)
@@ -74,13 +74,16 @@ def test_any_padding_round_trips(h, w, pad, seed):
     np.testing.assert_array_equal(raw_to_rgb("bgr8", h, w, step, data), rgb)
 
 
-@pytest.mark.parametrize("encoding, h, w, step, size, match", [
-    ("yuv422", 2, 2, 4, 8, "unknown encoding 'yuv422'"),
-    ("rgb8", 2, 4, 11, 24, "step 11 is smaller than width 4"),
-    ("rgb8", 3, 2, 6, 17, "data has 17 bytes, expected step 6 x height 3 = 18"),
-    ("mono16", 2, 2, 3, 6, "step 3 is smaller"),
-    ("rgb8", 0, 2, 6, 0, "empty image"),
-])
+@pytest.mark.parametrize(
+    "encoding, h, w, step, size, match",
+    [
+        ("yuv422", 2, 2, 4, 8, "unknown encoding 'yuv422'"),
+        ("rgb8", 2, 4, 11, 24, "step 11 is smaller than width 4"),
+        ("rgb8", 3, 2, 6, 17, "data has 17 bytes, expected step 6 x height 3 = 18"),
+        ("mono16", 2, 2, 3, 6, "step 3 is smaller"),
+        ("rgb8", 0, 2, 6, 0, "empty image"),
+    ],
+)
 def test_malformed_raw_images_raise_naming_the_problem(encoding, h, w, step, size, match):
     with pytest.raises(ImageConversionError, match=match):
         raw_to_rgb(encoding, h, w, step, bytes(size))
@@ -100,12 +103,15 @@ def test_jpeg_and_png_decode_to_rgb():
     assert np.abs(out[:, away_from_edge].astype(int) - rgb[:, away_from_edge].astype(int)).max() < 20
 
 
-@pytest.mark.parametrize("fmt, data, match", [
-    ("jpeg", b"", "empty jpeg payload"),
-    ("jpeg", b"not a jpeg at all", "could not decode 17 bytes as jpeg"),
-    ("tiff", b"\x00" * 10, "unsupported compressed format 'tiff'"),
-    ("16UC1; compressedDepth png", b"\x00" * 10, "unsupported compressed format"),
-])
+@pytest.mark.parametrize(
+    "fmt, data, match",
+    [
+        ("jpeg", b"", "empty jpeg payload"),
+        ("jpeg", b"not a jpeg at all", "could not decode 17 bytes as jpeg"),
+        ("tiff", b"\x00" * 10, "unsupported compressed format 'tiff'"),
+        ("16UC1; compressedDepth png", b"\x00" * 10, "unsupported compressed format"),
+    ],
+)
 def test_bad_compressed_images_raise(fmt, data, match):
     with pytest.raises(ImageConversionError, match=match):
         compressed_to_rgb(fmt, data)

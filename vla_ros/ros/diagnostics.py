@@ -20,11 +20,11 @@ from vla_ros.ros import interface_fields
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
-def _stat(stats: dict, *keys: str, default: float = 0.0) -> float:
-    for key in keys:
-        if key in stats and stats[key] is not None:
-            return stats[key]
-    return default
+def _num(stats: dict, key: str, scale: float = 1.0) -> float:
+    value = stats.get(key)
+    if value is None or value != value:  # missing or NaN (no samples yet)
+        return 0.0
+    return float(value) * scale
 
 
 def status_fields(
@@ -37,15 +37,15 @@ def status_fields(
         "instruction": instruction if goal_active else "",
         "step": feedback.step if goal_active else 0,
         "elapsed_s": feedback.elapsed_s if goal_active else 0.0,
-        "inference_latency_s": feedback.latency_s,
-        "inference_latency_p50_s": _stat(stats, "latency_p50_s", "latency_p50"),
-        "inference_latency_p95_s": _stat(stats, "latency_p95_s", "latency_p95"),
-        "control_period_p50_s": _stat(stats, "period_p50_s", "period_p50"),
-        "control_period_p99_s": _stat(stats, "period_p99_s", "period_p99"),
-        "control_period_max_s": _stat(stats, "period_max_s", "period_max"),
-        "missed_ticks": int(_stat(stats, "missed_ticks", default=0)),
-        "starved_ticks": int(_stat(stats, "starved_ticks", default=0)),
-        "faults": int(_stat(stats, "faults", default=0)),
+        "inference_latency_s": _num({"v": feedback.latency_s}, "v"),
+        "inference_latency_p50_s": _num(stats, "latency_p50_s"),
+        "inference_latency_p95_s": _num(stats, "latency_p95_s"),
+        "control_period_p50_s": _num(stats, "period_p50_ms", 1e-3),
+        "control_period_p99_s": _num(stats, "period_p99_ms", 1e-3),
+        "control_period_max_s": _num(stats, "period_max_ms", 1e-3),
+        "missed_ticks": int(_num(stats, "missed_ticks")),
+        "starved_ticks": int(_num(stats, "starved_ticks")),
+        "faults": int(_num(stats, "faults")),
         "actions_buffered": max(int(feedback.buffered), 0),
         "estop": estop,
         "last_termination_reason": last_reason,

@@ -39,10 +39,9 @@ class GripperMap:
 class CommandOutput:
     """Publishers for the configured output mode; `publish` turns one Command into messages."""
 
-    def __init__(self, node, config: NodeConfig, action_period: float) -> None:
+    def __init__(self, node, config: NodeConfig) -> None:
         self._node = node
         self._config = config
-        self._action_period = action_period
         self._arm_joints = list(config.joint_names)
         self._has_gripper = bool(config.gripper_joint)
         self._gripper = GripperMap(config.gripper_open_position, config.gripper_closed_position)
@@ -93,7 +92,7 @@ class CommandOutput:
         return out
 
     def publish(self, positions: np.ndarray, future: np.ndarray | None = None) -> None:
-        """Publish one command (model units). ``future``: [K, A] upcoming targets for buffer mode."""
+        """Publish one command (model units). ``future``: (seconds ahead, positions) for buffer mode."""
         robot = self.to_robot(positions)
         if self.dry_run:
             self._pub.publish(Float64MultiArray(data=robot.tolist()))
@@ -113,20 +112,18 @@ class CommandOutput:
             self._publish_gripper(float(robot[-1]), float(positions[-1]))
         self.published += 1
 
-    def _trajectory(self, arm: np.ndarray, future: np.ndarray | None) -> JointTrajectory:
-        # header.stamp zero = "start now" for JointTrajectoryController.
+    def _trajectory(self, arm: np.ndarray, future: list[tuple[float, np.ndarray]] | None) -> JointTrajectory:
+        # header.stamp zero = "start now" for JointTrajectoryController. Every point is shifted by the
+        # first point's time_from_start, so the buffered actions keep their spacing.
         msg = JointTrajectory(joint_names=self._names)
         first = self._config.trajectory_time_from_start_s
         points = [JointTrajectoryPoint(positions=arm.tolist(), time_from_start=_duration(first))]
-        if self._config.trajectory_mode == "buffer" and future is not None and len(future):
-            for k, row in enumerate(future, start=1):
-                robot = self.to_robot(row)
-                robot = robot if self._with_arm or not self._has_gripper else robot[:-1]
-                points.append(
-                    JointTrajectoryPoint(
-                        positions=robot.tolist(), time_from_start=_duration(first + k * self._action_period)
-                    )
-                )
+        for ahead, row in future or ():
+            robot = self.to_robot(row)
+            robot = robot if self._with_arm or not self._has_gripper else robot[:-1]
+            points.append(
+                JointTrajectoryPoint(positions=robot.tolist(), time_from_start=_duration(first + ahead))
+            )
         msg.points = points
         return msg
 

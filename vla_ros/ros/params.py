@@ -472,7 +472,11 @@ def validate(
             raise _fail("robot_description", "<URDF>", str(exc)) from exc
         lower = [lim.lower for lim in limits]
         upper = [lim.upper for lim in limits]
-        velocity = [lim.velocity for lim in limits]
+        # A URDF without a velocity limit leaves the parameter's value in force (the filter needs one).
+        velocity = [
+            lim.velocity if math.isfinite(lim.velocity) else (velocity[i] if i < len(velocity) else math.nan)
+            for i, lim in enumerate(limits)
+        ]
     for name, seq in (("position_lower", lower), ("position_upper", upper), ("velocity_limit", velocity)):
         if len(seq) != n:
             raise _fail(name, seq, f"has {len(seq)} values for {n} joints in joint_names")
@@ -481,8 +485,8 @@ def validate(
             raise _fail(
                 "position_lower", lower, f"joint {joint!r}: lower {lower[i]} not below upper {upper[i]}"
             )
-        if not velocity[i] > 0:
-            raise _fail("velocity_limit", velocity, f"joint {joint!r}: {velocity[i]} is not > 0")
+        if not (velocity[i] > 0 and math.isfinite(velocity[i])):
+            raise _fail("velocity_limit", velocity, f"joint {joint!r}: {velocity[i]} is not finite and > 0")
     if values["gripper_joint"]:
         lower, upper = lower + [0.0], upper + [1.0]
         velocity = velocity + [float(values["gripper_velocity_limit"])]

@@ -30,6 +30,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from vla_ros.core.policy import Observation, Policy
 from vla_ros.core.runtime import Command, GoalResult, Runtime, RuntimeConfig, TerminationReason
+from vla_ros.core.safety import SafetyFilter, SafetyLimits
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
 from vla_ros.ros.observation_sync import ObservationInput
@@ -88,7 +89,7 @@ class VlaNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         params.declare(self)
         self._injected_policy = policy
-        self._clock = clock
+        self._runtime_clock = clock
         self.policy: Policy | None = None
         self.config: params.NodeConfig | None = None
         self.runtime: Runtime | None = None
@@ -98,6 +99,7 @@ class VlaNode(LifecycleNode):
         self.last_result: GoalResult | None = None
         self.commands_published = 0
         self.publish_latency: collections.deque[float] = collections.deque(maxlen=2000)  # tick -> published
+        self.command_log: collections.deque[Command] = collections.deque(maxlen=5000)  # for tests, benches
         self._last_positions: np.ndarray | None = None
         self._estop = False
         self._goal_instructions: dict[int, str] = {}
@@ -106,6 +108,8 @@ class VlaNode(LifecycleNode):
         self._problems: collections.deque[str] = collections.deque(maxlen=20)
         self._problem_log_times: dict[str, float] = {}
         self._success_sub = None
+        self._future_filter: SafetyFilter | None = None
+        self._future_points = 0
         rate = float(self.get_parameter("status_rate_hz").value or 2.0)
         self._status = StatusPublisher(self)
         self._diagnostics = Diagnostics(self, 1.0 / rate, self._diagnostic_statuses)
@@ -122,13 +126,26 @@ class VlaNode(LifecycleNode):
             config = params.read_config(self)
             policy = self._injected_policy or load_model(config)
             params.check_against_model(config, policy.spec)
+            if config.trajectory_mode == "buffer" and policy.spec.action_mode != "absolute":
+                raise params.ConfigError(
+                    "parameter 'trajectory_mode' = 'buffer' is invalid: the model's actions are "
+                    f"{policy.spec.action_mode!r}, buffer mode needs absolute ones (valid: single_point)"
+                )
             runtime_config(config, policy.spec)
         except params.ConfigError as exc:
             return self._fail(f"configure failed: {exc}")
         except Exception as exc:  # model loading: a missing checkpoint, a bad dtype for the device, ...
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
         self.config, self.policy = config, policy
-        self.output = CommandOutput(self, config, policy.spec.action_period)
+        self.output = CommandOutput(self, config)
+        self._future_filter = None
+        if config.output_mode == "joint_trajectory" and config.trajectory_mode == "buffer":
+            spec = policy.spec
+            rt_config = runtime_config(config, spec)
+            per_tick = SafetyLimits.from_config(rt_config, spec.action_dim, spec.gripper_index)
+            per_second = per_tick.max_step * rt_config.control_rate_hz
+            self._future_filter = SafetyFilter(SafetyLimits(per_tick.lower, per_tick.upper, per_second))
+            self._future_points = spec.chunk_size
         self.get_logger().info(
             f"configured: cameras {[c.name for c in config.cameras]}, "
             f"joints {list(config.command_joint_names)}, "
@@ -144,7 +161,7 @@ class VlaNode(LifecycleNode):
                 self.policy,
                 runtime_config(config, spec),
                 self._on_command,
-                clock=self._clock,
+                clock=self._runtime_clock,
                 on_result=self._on_result,
             )
             self.runtime.start()
@@ -162,7 +179,7 @@ class VlaNode(LifecycleNode):
             self._on_observation,
             self._on_joint_state,
             self._on_problem,
-            clock=self._clock,
+            clock=self._runtime_clock,
         )
         if config.success_topic:
             self._success_sub = self.create_subscription(Bool, config.success_topic, self._on_success, 10)
@@ -233,10 +250,33 @@ class VlaNode(LifecycleNode):
         positions = command.positions
         if output.dry_run and command.proposed is not None:
             positions = command.proposed
-        output.publish(positions, getattr(command, "future", None))
+        output.publish(positions, self._future(command) if self._future_filter is not None else None)
         self._last_positions = command.positions
+        self.command_log.append(command)
         self.commands_published += 1
-        self.publish_latency.append(self._clock() - command.stamp)
+        self.publish_latency.append(self._runtime_clock() - command.stamp)
+
+    def _future(self, command: Command) -> list[tuple[float, np.ndarray]] | None:
+        """trajectory_mode=buffer: the buffered actions after this tick, as (seconds ahead, positions).
+
+        Runtime has no public accessor for its buffer, so this reads a snapshot of it (read-only,
+        under the buffer's lock) and chains the points through the core's own SafetyFilter with
+        the velocity limit scaled to each point's time gap, so no point of the trajectory is one
+        the control loop itself would refuse.
+        """
+        buffer = getattr(self.runtime, "_buffer", None)
+        if command.held or buffer is None:
+            return None
+        times, values = buffer.snapshot()
+        ahead = times > command.stamp
+        times, values = times[ahead][: self._future_points], values[ahead][: self._future_points]
+        limits = self._future_filter.limits  # its max_step is the velocity limit (per second)
+        points, previous, previous_t = [], command.positions, command.stamp
+        for t, target in zip(times, values, strict=True):
+            step = SafetyFilter(SafetyLimits(limits.lower, limits.upper, limits.max_step * (t - previous_t)))
+            previous, previous_t = step.apply(target, previous).positions, t
+            points.append((float(t - command.stamp), previous))
+        return points
 
     def _on_result(self, result: GoalResult) -> None:
         message = result.message
@@ -411,7 +451,8 @@ class VlaNode(LifecycleNode):
 
 
 # ---------------------------------------------------------------------------- entry point
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, policy: Policy | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM; ``policy`` replaces checkpoint loading (tests, embedding)."""
     argv = list(sys.argv if argv is None else argv)
     parser = argparse.ArgumentParser(prog="vla_node", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -425,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = VlaNode()
+    node = VlaNode(policy=policy)
     code = 0
     if (args.autostart or node.get_parameter("autostart").value) and not node.autostart():
         node.get_logger().fatal(f"autostart failed: {node.last_error}")

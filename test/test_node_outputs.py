@@ -1,0 +1,148 @@
+"""vla_node outputs over DDS: one message per control tick on every output mode, never past the limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
+from node_harness import Rig, positions_of, wait_ready  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from vla_ros.core.fixtures import ARM_JOINTS  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+LIMIT = 0.2  # rad; the ScriptedPolicy's sines reach 0.5, so the clamp is exercised
+VELOCITY = 0.5  # rad/s -> 0.01 rad per 50 Hz tick
+GRIPPER_OPEN, GRIPPER_CLOSED = 0.04, 0.0  # metres: model 0..1 maps onto 0.04..0.0
+LIMIT_PARAMS = dict(
+    position_lower=[-LIMIT] * 5,
+    position_upper=[LIMIT] * 5,
+    velocity_limit=[VELOCITY] * 5,
+    gripper_velocity_limit=1.0,
+    gripper_open_position=GRIPPER_OPEN,
+    gripper_closed_position=GRIPPER_CLOSED,
+)
+
+
+def _run_goal(rig: Rig, commands: int = 60) -> None:
+    rig.start()
+    wait_ready(rig)
+    rig.instruct()
+    start = rig.robot.command_count()
+    rig.wait_for(lambda: rig.robot.command_count() >= start + commands, 15.0, f"{commands} commands")
+
+
+def _check_limits(arm: np.ndarray, gripper: np.ndarray | None) -> None:
+    assert np.all(np.abs(arm) <= LIMIT + 1e-9), f"arm command past ±{LIMIT}: {np.abs(arm).max()}"
+    steps = np.abs(np.diff(arm, axis=0))
+    assert np.all(steps <= VELOCITY / 50.0 + 1e-9), f"a tick moved {steps.max()} rad > {VELOCITY / 50}"
+    if gripper is not None:
+        assert np.all((gripper >= GRIPPER_CLOSED - 1e-12) & (gripper <= GRIPPER_OPEN + 1e-12))
+
+
+@pytest.mark.parametrize(
+    "mode, msg_type",
+    [
+        ("position_array", Float64MultiArray),
+        ("joint_state", JointState),
+        ("joint_trajectory", JointTrajectory),
+    ],
+)
+def test_each_output_mode_publishes_every_tick_within_limits(rclpy_context, mode, msg_type):
+    rig = Rig(rclpy_context, output_mode=mode, robot_kwargs=dict(output_type=msg_type), **LIMIT_PARAMS)
+    try:
+        _run_goal(rig)
+        received = list(rig.robot.commands)
+        positions = np.array([positions_of(m) for m in received])
+        assert positions.shape[1] == 6
+        _check_limits(positions[:, :5], positions[:, 5])
+        # the policy moved the arm: the commands are not a constant hold
+        assert np.ptp(positions[:, 0]) > 0.05
+        if mode != "position_array":
+            names = received[-1].joint_names if mode == "joint_trajectory" else received[-1].name
+            assert list(names) == [*ARM_JOINTS, "gripper"]
+        # every control tick that produced a command became exactly one message, none dropped or
+        # doubled; deactivation then repeats the last command once (the hold)
+        runtime = rig.node.runtime
+        rig.node.trigger_deactivate()
+        stats = runtime.stats()
+        published = rig.node.commands_published
+        assert published == stats["ticks"] - stats["silent_ticks"]
+        rig.wait_for(lambda: rig.robot.command_count() >= published + 1, 5.0, "all published commands")
+        assert rig.robot.command_count() == published + 1
+        assert positions_of(rig.robot.commands[-1]) == pytest.approx(positions_of(rig.robot.commands[-2]))
+    finally:
+        rig.close()
+
+
+def test_trajectory_buffer_mode_sends_the_buffered_actions_within_limits(rclpy_context):
+    rig = Rig(
+        rclpy_context,
+        output_mode="joint_trajectory",
+        trajectory_mode="buffer",
+        trajectory_time_from_start_s=0.02,
+        robot_kwargs=dict(output_type=JointTrajectory),
+        **LIMIT_PARAMS,
+    )
+    try:
+        _run_goal(rig, commands=40)
+        multi = [m for m in list(rig.robot.commands) if len(m.points) > 1]
+        assert multi, "no trajectory carried more than the current point"
+        chunk = rig.policy.spec.chunk_size
+        for msg in multi[-10:]:
+            times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+            assert times[0] == pytest.approx(0.02)
+            assert np.all(np.diff(times) > 0), times
+            assert len(msg.points) <= chunk + 1
+            points = np.array([p.positions for p in msg.points])
+            assert np.all(np.abs(points[:, :5]) <= LIMIT + 1e-9)
+            # consecutive points are one action period apart at most: velocity * dt bounds each step
+            dt = np.diff(times)[:, None]
+            assert np.all(np.abs(np.diff(points[:, :5], axis=0)) <= VELOCITY * dt + 1e-9)
+    finally:
+        rig.close()
+
+
+def test_gripper_on_its_own_topic(rclpy_context):
+    rig = Rig(rclpy_context, gripper_output="array", gripper_topic="/test/gripper/commands", **LIMIT_PARAMS)
+    gripper_values = []
+    rig.robot.create_subscription(
+        Float64MultiArray, "/test/gripper/commands", lambda m: gripper_values.append(list(m.data)), 100
+    )
+    try:
+        _run_goal(rig, commands=30)
+        arm = np.array([positions_of(m) for m in list(rig.robot.commands)])
+        assert arm.shape[1] == 5
+        _check_limits(arm, None)
+        rig.wait_for(lambda: len(gripper_values) > 20, 5.0, "gripper commands")
+        gripper = np.array(gripper_values)
+        assert gripper.shape[1] == 1
+        _check_limits(arm, gripper[:, 0])
+        assert np.ptp(gripper) > 0.0  # it follows the policy's gripper sine, mapped to metres
+    finally:
+        rig.close()
+
+
+def test_dry_run_publishes_nothing_to_the_robot(rclpy_context):
+    rig = Rig(rclpy_context, dry_run=True, **LIMIT_PARAMS)
+    proposed = []
+    rig.robot.create_subscription(
+        Float64MultiArray, "/vla_node/dry_run/commands", lambda m: proposed.append(list(m.data)), 100
+    )
+    try:
+        rig.start()
+        rig.wait_for(
+            lambda: rig.node.inputs is not None and rig.node.inputs.observations > 2, 10.0, "observations"
+        )
+        rig.instruct()
+        rig.wait_for(lambda: len(proposed) > 30, 10.0, "dry-run commands")
+        assert rig.robot.command_count() == 0
+        values = np.array(proposed)
+        _check_limits(values[:, :5], values[:, 5])
+        assert np.ptp(values[:, 0]) > 0.05  # the proposals move; the robot got nothing
+    finally:
+        rig.close()
