@@ -1,0 +1,181 @@
+"""Threads for real: the worker stops within a bound, the control loop keeps ticking whatever the
+policy does (raises, hangs, is slow), and the worker runs the real model. Liveness bounds only:
+no assertion here is a speed target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vla_ros.core.control_loop import skip_missed
+from vla_ros.core.fixtures import ObservationFeeder, ScriptedPolicy, default_spec, wait_until
+from vla_ros.core.runtime import Runtime, RuntimeConfig, TerminationReason
+
+LIVENESS_S = 15.0  # generous: the machine is shared; these bound hangs, they measure nothing
+
+
+class Run:
+    def __init__(self, policy, **config):
+        self.policy = policy
+        self.commands, self.results = [], []
+        config = RuntimeConfig(**config)
+        self.rt = Runtime(policy, config, self.commands.append, on_result=self.results.append)
+
+    def __enter__(self):
+        self.rt.start()
+        self.feeder = ObservationFeeder(self.rt, self.policy.spec, rate_hz=30).__enter__()
+        assert wait_until(lambda: self.feeder.sent > 0, LIVENESS_S)
+        return self
+
+    def __exit__(self, *exc):
+        self.feeder.__exit__()
+        if hasattr(self.policy, "release"):
+            self.policy.release()
+        self.rt.stop()
+
+    def ticks_advance(self, n: int = 10) -> bool:
+        """The control loop sends ``n`` more commands (liveness)."""
+        start = len(self.commands)
+        return wait_until(lambda: len(self.commands) >= start + n, LIVENESS_S)
+
+    def start_goal(self, **kw):
+        decision = self.rt.start_goal("put the cube in the bowl", **kw)
+        assert decision.accepted, decision.reason
+        return decision.goal_id
+
+
+def test_worker_and_loop_stop_within_the_join_bound_mid_inference():
+    policy = ScriptedPolicy(latency_s=0.3)
+    with Run(policy, stop_timeout_s=5.0) as run:
+        run.start_goal()
+        assert wait_until(lambda: run.rt.worker.busy_since is not None, LIVENESS_S)
+    assert run.rt.stop_report == {"worker_stopped": True, "loop_stopped": True}
+    assert not run.rt.worker.alive and not run.rt.loop.running
+    assert [r.reason for r in run.results] == [TerminationReason.SHUTDOWN]
+
+
+def test_loop_keeps_ticking_while_the_policy_raises_and_the_worker_survives():
+    policy = ScriptedPolicy(raise_always=True)
+    with Run(policy) as run:
+        for _ in range(2):
+            goal_id = run.start_goal()
+            assert wait_until(lambda g=goal_id: any(r.goal_id == g for r in run.results), LIVENESS_S)
+            assert run.results[-1].reason is TerminationReason.FAULT
+            assert "PolicyFault" in run.results[-1].message
+            assert run.ticks_advance()
+        assert run.rt.worker.alive and run.rt.stats()["inference_errors"] == 2
+    assert all(np.all(np.isfinite(c.positions)) for c in run.commands)
+
+
+def test_loop_keeps_ticking_while_the_policy_hangs_then_starvation_faults():
+    policy = ScriptedPolicy(hang_always=True)
+    with Run(policy, max_starved_s=0.3, stop_timeout_s=0.2) as run:
+        run.start_goal()
+        assert wait_until(policy.hanging.is_set, LIVENESS_S)
+        assert run.ticks_advance(20)  # while predict_chunk is blocked
+        assert wait_until(lambda: bool(run.results), LIVENESS_S)
+        assert run.results[0].reason is TerminationReason.FAULT and "starved" in run.results[0].message
+        assert policy.hanging.is_set() and run.ticks_advance()
+        run.rt.stop()  # a hung call cannot be interrupted: stop reports it and returns
+        assert run.rt.stop_report["worker_stopped"] is False and run.rt.stop_report["loop_stopped"]
+    assert wait_until(lambda: not run.rt.worker.alive, LIVENESS_S)  # released by Run.__exit__
+
+
+def test_loop_keeps_ticking_during_a_slow_inference():
+    spec = default_spec(chunk_size=5, action_period=0.05)  # 0.25 s chunks, 0.2 s inferences:
+    policy = ScriptedPolicy(spec=spec, latency_s=0.2)  # each chunk lands with 0.05 s left
+    with Run(policy, max_starved_s=30.0) as run:
+        run.start_goal()
+        assert wait_until(lambda: run.rt.stats()["inferences"] >= 2, LIVENESS_S)
+        assert wait_until(lambda: run.rt.worker.busy_since is not None, LIVENESS_S)
+        assert run.ticks_advance(5)
+        stats = run.rt.stats()
+        assert stats["starved_ticks"] > 0  # the buffer ran dry: each inference outlasts a chunk
+        assert any(c.reason == "starved" and c.held for c in run.commands)
+        assert not run.results
+
+
+def test_sync_execution_holds_while_it_infers():
+    spec = default_spec(chunk_size=5, action_period=0.05)
+    policy = ScriptedPolicy(spec=spec, latency_s=0.1)
+    with Run(policy, execution="sync") as run:
+        run.start_goal()
+        assert wait_until(lambda: run.rt.stats()["inferences"] >= 3, LIVENESS_S)
+        assert run.rt.stats()["starved_ticks"] > 0 and run.rt.stats()["actions_dropped_past"] == 0
+
+
+def test_realtime_priority_request_never_stops_the_loop():
+    warns = pytest.warns(RuntimeWarning, match="SCHED_FIFO") if not _can_fifo() else _nullcontext()
+    with warns, Run(ScriptedPolicy(), realtime_priority=True) as run:
+        assert run.ticks_advance()
+    assert run.rt.stats()["priority"]
+
+
+def _can_fifo() -> bool:
+    import os
+
+    try:
+        param = os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_OTHER, param)
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize(
+    ("deadline", "now", "expected"),
+    [(1.0, 1.005, (1.0, 0)), (1.0, 1.01, (1.01, 1)), (1.0, 1.035, (1.03, 3)), (1.0, 0.99, (1.0, 0))],
+)
+def test_missed_deadlines_are_skipped_and_counted_not_burst(deadline, now, expected):
+    new_deadline, skipped = skip_missed(deadline, now, 0.01)
+    assert skipped == expected[1] and new_deadline == pytest.approx(expected[0])
+
+
+# ------------------------------------------------------------------------------- the real model
+def _tiny_random_policy(tmp_path):
+    """The model helper's tiny config, random weights, saved and loaded through load_policy."""
+    try:
+        import torch
+
+        from vla_ros.models import load_policy
+        from vla_ros.models.checkpoint import RobotMeta, new_checkpoint, save_checkpoint
+        from vla_ros.models.normalization import Normalizer
+        from vla_ros.models.vla import make_config
+    except ImportError as exc:
+        pytest.skip(f"the real model is not importable yet: {exc}")
+    torch.set_num_threads(1)
+    names = list(default_spec().action_names)
+    try:
+        torch.manual_seed(0)
+        ckpt = new_checkpoint(
+            make_config("tiny", cameras=["scene", "wrist"]),
+            Normalizer.identity(len(names), len(names)),
+            RobotMeta(state_names=names, action_names=names, cameras=["scene", "wrist"], action_period=0.1),
+        )
+        save_checkpoint(tmp_path / "tiny", ckpt)
+    except (TypeError, AttributeError) as exc:
+        pytest.skip(f"the model API differs from what this test expects: {exc}")
+    return load_policy(tmp_path / "tiny", threads=1)
+
+
+def test_worker_runs_the_real_model(tmp_path):
+    policy = _tiny_random_policy(tmp_path)
+    with Run(policy, max_starved_s=30.0) as run:
+        goal_id = run.start_goal()
+        assert wait_until(lambda: run.rt.stats()["inferences"] >= 2, 60.0), run.rt.stats()
+        assert wait_until(lambda: any(c.reason == "action" for c in run.commands), LIVENESS_S)
+        assert run.rt.cancel_goal(goal_id)
+        stats = run.rt.stats()
+        assert stats["inference_errors"] == 0 and stats["latency_p50_s"] > 0
+    assert run.results[-1].reason is TerminationReason.CANCELED
+    actions = [c for c in run.commands if c.reason == "action"]
+    assert all(np.all(np.isfinite(c.positions)) and c.positions.shape == (6,) for c in actions)
