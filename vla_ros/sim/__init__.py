@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco: headless CPU rendering
+
 from vla_ros.sim.env import CAMERAS, TabletopEnv
 from vla_ros.sim.scene import COLOURS, JOINT_NAMES, SHAPES
 from vla_ros.sim.tasks import INSTRUCTION_TEMPLATES, TASK_FAMILIES, TaskSpec

@@ -21,7 +21,7 @@ from vla_ros.sim.expert import ExpertPlan, plan_for
 from vla_ros.sim.kinematics import top_down_ik
 from vla_ros.sim.tasks import PICK_LIFT, TaskSpec, sample_task
 
-HOME_TOOL = np.array([0.20, 0.0, 0.16])  # tool position the arm starts above
+HOME_TOOL = np.array([0.12, 0.0, 0.20])  # start pose: high and back, clear of the scene camera's view
 CAMERAS = ("scene", "wrist")
 
 
@@ -214,7 +214,12 @@ class TabletopEnv(gym.Env):
     def _render_camera(self, camera: str) -> np.ndarray:
         if self._renderer is None:
             h, w = self.image_size
-            self._renderer = mujoco.Renderer(self.model, h, w)
+            try:
+                self._renderer = mujoco.Renderer(self.model, h, w)
+            except mujoco.FatalError as exc:
+                raise RuntimeError(
+                    f"cannot create a MuJoCo renderer ({exc}); set MUJOCO_GL=egl (or osmesa) before "
+                    "mujoco is first imported, e.g. import vla_ros.sim before mujoco") from exc
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                          mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG):
                 self._renderer.scene.flags[flag] = 0
