@@ -165,7 +165,11 @@ class EpisodeResult:
     message: str = ""
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        def clean(v):
+            if isinstance(v, float):
+                return round(v, 4) if np.isfinite(v) else None  # strict JSON has no NaN
+            return v
+        return {k: clean(v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -206,6 +210,7 @@ class EpisodeClient:
         self.trace: Trace | None = None
         self._last_latency: float | None = None
         self._commands_in_goal = 0
+        self._chunks_in_goal = 0
         self.action_type, status_type, _ = interface_fields.load_interfaces()
         if status_type is not None:
             self.node.create_subscription(status_type, f"{VLA_NODE}/status", self._on_status_msg, 10)
@@ -248,9 +253,11 @@ class EpisodeClient:
             self.status, self.status_time = fields, now
             latency = fields.get("inference_latency_s")
             # The status carries the newest inference latency; a new value means a new chunk.
-            new_chunk = bool(latency) and latency != self._last_latency
-            if self.trace is not None and fields.get("goal_active") and new_chunk:
-                self.trace.chunk_times.append(now - self.trace.t0)
+            new_chunk = bool(latency) and latency != self._last_latency and fields.get("goal_active")
+            if new_chunk:
+                self._chunks_in_goal += 1
+                if self.trace is not None:
+                    self.trace.chunk_times.append(now - self.trace.t0)
             self._last_latency = latency
 
     def _on_success(self, msg) -> None:
@@ -346,6 +353,7 @@ class EpisodeClient:
         with self._lock:
             self.success = False
             self._commands_in_goal = 0
+            self._chunks_in_goal = 0
             self._last_latency = None
             self.trace = Trace(t0=time.monotonic()) if record else None
         if self.action_client is not None:
@@ -358,6 +366,7 @@ class EpisodeClient:
             success = self.success or reason == "completed"
             trace, self.trace = self.trace, None
             commands = self._commands_in_goal
+            chunks = self._chunks_in_goal
         duration = max(t_end - t_start, 1e-9)
         if trace is not None:  # times relative to the goal's acceptance
             shift = t_start - trace.t0
@@ -372,7 +381,7 @@ class EpisodeClient:
             episode_time_s=duration, steps=steps, commands=commands, control_rate_hz=commands / duration,
             latency_p50_s=float(status.get("inference_latency_p50_s", float("nan"))),
             latency_p95_s=float(status.get("inference_latency_p95_s", float("nan"))),
-            chunks=len(trace.chunk_times) if trace else 0, message=message), trace
+            chunks=chunks, message=message), trace
 
     def _run_topic_goal(self, instruction: str, timeout_s: float, accept_timeout_s: float):
         from std_msgs.msg import String
@@ -438,11 +447,15 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
     """success_rate, mean episode time (all, and successful only), latency and control rate."""
     n = len(results)
     ok = [r for r in results if r.success]
-    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+    # None, not NaN, for "no such episodes": the summary is printed as strict JSON.
+    def mean(values):
+        values = [v for v in values if np.isfinite(v)]
+        return round(float(np.mean(values)), 4) if values else None
+
     return {
         "episodes": n,
         "successes": len(ok),
-        "success_rate": len(ok) / n if n else float("nan"),
+        "success_rate": len(ok) / n if n else None,
         "mean_episode_time_s": mean([r.episode_time_s for r in results]),
         "mean_success_time_s": mean([r.episode_time_s for r in ok]),
         "control_rate_hz": mean([r.control_rate_hz for r in results]),
