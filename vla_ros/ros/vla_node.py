@@ -107,6 +107,7 @@ class VlaNode(LifecycleNode):
         self._state_lock = threading.Lock()
         self._problems: collections.deque[str] = collections.deque(maxlen=20)
         self._problem_log_times: dict[str, float] = {}
+        self._last_problem: dict[str, tuple[float, str]] = {}
         self._success_sub = None
         self._future_filter: SafetyFilter | None = None
         self._future_points = 0
@@ -278,19 +279,32 @@ class VlaNode(LifecycleNode):
             points.append((float(t - command.stamp), previous))
         return points
 
+    def _input_trouble(self) -> str:
+        """Which inputs explain a fault: silent ones, and ones whose messages were just skipped."""
+        if self.inputs is None or self.config is None:
+            return ""
+        horizon = self.config.max_observation_age_s + self.config.stale_grace_s + 1.0
+        parts = []
+        silent = self.inputs.silent_inputs(self.config.max_observation_age_s)
+        if silent:
+            parts.append(f"no messages from {', '.join(silent)}")
+        now = time.monotonic()
+        parts += [
+            message
+            for source, (t, message) in sorted(self._last_problem.items())
+            if now - t < horizon and source not in silent
+        ]
+        return "; ".join(parts)
+
     def _on_result(self, result: GoalResult) -> None:
-        message = result.message
-        if result.reason == TerminationReason.FAULT and self.inputs is not None and self.config is not None:
-            silent = self.inputs.silent_inputs(self.config.max_observation_age_s)
-            if silent:
-                message = (
-                    f"{message}; no messages from {', '.join(silent)}"
-                    if message
-                    else f"no messages from {', '.join(silent)}"
-                )
+        if result.reason == TerminationReason.FAULT:
+            trouble = self._input_trouble()
+            if trouble:
+                message = f"{result.message}; {trouble}" if result.message else trouble
                 result = GoalResult(
                     result.goal_id, result.success, result.reason, message, result.steps, result.duration_s
                 )
+        message = result.message
         with self._state_lock:
             self.last_result = result
             self._goal_instructions.pop(result.goal_id, None)
@@ -316,6 +330,7 @@ class VlaNode(LifecycleNode):
     def _on_problem(self, source: str, message: str) -> None:
         self._problems.append(message)
         now = time.monotonic()
+        self._last_problem[source] = (now, message)
         if now - self._problem_log_times.get(source, -1e9) >= 2.0:  # throttled per source
             self._problem_log_times[source] = now
             self.get_logger().warning(message)
@@ -334,6 +349,8 @@ class VlaNode(LifecycleNode):
         if self.runtime is None:
             return GoalDecision(False, "node is not active", -1)
         decision = self.runtime.start_goal(instruction, timeout_s=timeout_s, max_steps=max_steps)
+        if not decision.accepted and (trouble := self._input_trouble()):
+            decision = GoalDecision(False, f"{decision.reason}; {trouble}", -1)
         if decision.accepted:
             with self._state_lock:
                 self._goal_instructions[decision.goal_id] = instruction

@@ -1,0 +1,163 @@
+"""vla_node input faults over DDS: a silent camera holds and aborts naming it; malformed frames and
+missing joints are reported and skipped while the node keeps ticking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
+from node_harness import Rig, wait_ready  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.mark.parametrize("silent", ["wrist", "joint_states"])
+def test_input_that_stops_publishing_holds_and_aborts_naming_it(rclpy_context, silent):
+    rig = Rig(rclpy_context)
+    try:
+        rig.start()
+        wait_ready(rig)
+        rig.instruct()
+        rig.wait_for(lambda: sum(not c.held for c in list(rig.node.command_log)) > 10, 5.0, "moving commands")
+        rig.robot.silent.add(silent)
+        rig.wait_for(
+            lambda: rig.robot.last_status().get("last_termination_reason") == "fault",
+            10.0,
+            "the goal to fault",
+        )
+        result = rig.node.last_result
+        assert str(result.reason) == "fault" and not result.success
+        assert silent in result.message, result.message
+        others = {"scene", "wrist", "joint_states"} - {silent}
+        assert not any(f"from {name}" in result.message for name in others), result.message
+        # holding: every command after the fault is the same held position
+        start = len(rig.node.command_log)
+        rig.wait_for(lambda: len(rig.node.command_log) > start + 10, 5.0, "ticks after the fault")
+        after = list(rig.node.command_log)[start:]
+        assert all(c.held for c in after)
+        assert np.all(np.array([c.positions for c in after]) == after[0].positions)
+        # diagnostics name it too
+        statuses = rig.node._diagnostic_statuses()
+        assert silent in statuses[0].message and statuses[0].level == statuses[0].ERROR
+    finally:
+        rig.close()
+
+
+def _wrong_step(msg):
+    msg.step = msg.width * 3 - 1
+    return msg
+
+
+def _unknown_encoding(msg):
+    msg.encoding = "yuv422_yuy2"
+    return msg
+
+
+def _truncated(msg):
+    msg.data = bytes(msg.data)[: len(msg.data) // 2]
+    return msg
+
+
+@pytest.mark.parametrize(
+    "corrupt, words",
+    [
+        (_wrong_step, "step"),
+        (_unknown_encoding, "unknown encoding 'yuv422_yuy2'"),
+        (_truncated, "data has"),
+    ],
+)
+def test_malformed_frames_are_reported_and_skipped(rclpy_context, corrupt, words):
+    rig = Rig(rclpy_context)
+    try:
+        rig.start()
+        wait_ready(rig)
+        good = rig.node.inputs.observations
+        rig.robot.frame_override["scene"] = corrupt
+        rig.wait_for(lambda: rig.node.inputs.skipped["scene"] >= 5, 5.0, "skipped scene frames")
+        problem = list(rig.node._problems)[-1]
+        assert "camera 'scene'" in problem and words in problem, problem
+        statuses = rig.node._diagnostic_statuses()
+        assert statuses[0].level == statuses[0].WARN and "scene" in statuses[0].message
+        assert any(kv.key == "scene skipped" and int(kv.value) >= 5 for kv in statuses[0].values)
+        # still ticking (holding: no observation means no goal can start)
+        ticks = len(rig.node.command_log)
+        rig.wait_for(lambda: len(rig.node.command_log) > ticks + 5, 5.0, "ticks during bad frames")
+        during = rig.node.inputs.observations
+        rig.robot.instruction_pub.publish(String(data="go"))
+        rig.wait_for(lambda: rig.node.last_result is not None, 5.0, "the goal to be refused or to fault")
+        # refused at once (no fresh observation) or accepted on the last good one and then faulted
+        result = rig.node.last_result
+        assert str(result.reason) in ("rejected", "fault"), result
+        if str(result.reason) == "fault":
+            assert "camera 'scene'" in result.message, result.message
+        # good frames again: observations flow again
+        del rig.robot.frame_override["scene"]
+        rig.wait_for(lambda: rig.node.inputs.observations > during + 3, 5.0, "observations after recovery")
+        assert during <= good + 2  # (at most what was in flight when the corruption began)
+        rig.instruct()
+    finally:
+        rig.close()
+
+
+def test_joint_state_missing_a_joint_is_reported_by_name(rclpy_context):
+    rig = Rig(
+        rclpy_context,
+        robot_kwargs=dict(
+            joint_names=("gripper", "wrist_flex", "elbow_flex", "shoulder_lift", "shoulder_pan")
+        ),
+    )
+    try:
+        rig.start()
+        rig.wait_for(lambda: rig.node.inputs.skipped["joint_states"] >= 3, 5.0, "skipped joint states")
+        problem = list(rig.node._problems)[-1]
+        assert "['wrist_roll']" in problem, problem
+        assert rig.node.inputs.observations == 0
+    finally:
+        rig.close()
+
+
+def test_joint_states_in_any_order_and_compressed_camera(rclpy_context):
+    order = (
+        "wrist_roll",
+        "gripper",
+        "extra_joint",
+        "shoulder_pan",
+        "elbow_flex",
+        "wrist_flex",
+        "shoulder_lift",
+    )
+    rig = Rig(
+        rclpy_context,
+        robot_kwargs=dict(joint_names=order, compressed=("wrist",)),
+        **{"cameras.wrist.transport": "compressed"},
+    )
+    values = {
+        "wrist_roll": 0.5,
+        "gripper": 0.25,
+        "extra_joint": 9.0,
+        "shoulder_pan": 0.1,
+        "elbow_flex": 0.3,
+        "wrist_flex": 0.4,
+        "shoulder_lift": 0.2,
+    }
+    states = []
+    original = rig.node._on_joint_state
+    rig.node._on_joint_state = lambda state, stamp: (states.append(state), original(state, stamp))
+    from sensor_msgs.msg import JointState
+
+    def publish_named():
+        msg = JointState(name=list(order), position=[values[n] for n in order])
+        msg.header.stamp = rig.robot.get_clock().now().to_msg()
+        rig.robot.joint_pub.publish(msg)
+
+    rig.robot.silent.add("joint_states")
+    rig.robot.create_timer(1 / 30, publish_named)
+    try:
+        rig.start()
+        wait_ready(rig)
+        np.testing.assert_allclose(states[-1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.25], rtol=1e-6)
+        rig.instruct()  # the compressed wrist camera feeds observations too
+    finally:
+        rig.close()
