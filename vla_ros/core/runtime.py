@@ -9,6 +9,7 @@ Everything is driven by ``clock`` (seconds); pass a fake clock and call ``tick()
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -105,6 +106,8 @@ class Runtime:
             raise RuntimeError("Runtime was stopped; create a new one")
         if self._running:
             return
+        if self.config.gil_switch_interval_s is not None:
+            sys.setswitchinterval(self.config.gil_switch_interval_s)
         self._ensure_worker().start()
         self.loop = ControlLoop(
             self.config.control_period,

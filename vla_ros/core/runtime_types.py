@@ -64,6 +64,10 @@ class RuntimeConfig:
     realtime_priority: bool = False  # try SCHED_FIFO for the control thread (warns if not permitted)
     realtime_priority_level: int = 50  # SCHED_FIFO priority, 1..99
     spin_s: float = 0.0002  # busy-wait this long before each deadline instead of sleeping
+    # Python hands the GIL to a waiting thread only every switch interval (default 5 ms), so an
+    # inference thread running Python code can delay the control thread's wake-up that long.
+    # start() lowers it process-wide to this; None leaves the interpreter's setting alone.
+    gil_switch_interval_s: float | None = 0.0005
 
     # action buffer and blending
     blend: BlendRule = "crossfade"
@@ -129,6 +133,10 @@ class RuntimeConfig:
             (self.action_mode in (None, "absolute", "delta"), "action_mode must be absolute or delta"),
             (1 <= self.realtime_priority_level <= 99, "realtime_priority_level must be in 1..99"),
             (self.spin_s >= 0, "spin_s must be >= 0"),
+            (
+                self.gil_switch_interval_s is None or self.gil_switch_interval_s > 0,
+                "gil_switch_interval_s must be > 0 or None",
+            ),
         ]
         for ok, message in checks:
             if not ok:

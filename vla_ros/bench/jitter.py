@@ -1,0 +1,245 @@
+"""`python -m vla_ros.bench jitter [--quick]`: control-loop period error under an inference load.
+
+The runtime's control loop (absolute deadlines, ``time.monotonic``, a short spin before each
+deadline) runs at ``--rate`` Hz with a scripted policy, while a torch load runs in another
+thread (torch limited to cores - 1 threads), side by side with a baseline timer at the same
+rate in the same process: an rclpy timer when rclpy imports, else a plain thread that sleeps
+one period after each callback. Period error = |interval between consecutive ticks - period|.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+from vla_ros.core.fixtures import ScriptedPolicy, default_spec, make_observation
+from vla_ros.core.runtime import Runtime, RuntimeConfig
+from vla_ros.core.stats import period_errors
+
+
+def _ms(values: np.ndarray, q: float | None = None) -> float:
+    if len(values) == 0:
+        return float("nan")
+    return float((np.max(values) if q is None else np.percentile(values, q)) * 1e3)
+
+
+class TorchLoad:
+    """Transformer-encoder forwards in a loop: many small GIL-holding ops and some heavy ones,
+    like a model's inference thread."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.threads = threads
+        layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, batch_first=True)
+        self.model = torch.nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False).eval()
+        self.x = torch.randn(1, 96, 256)
+        self.iterations = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="torch-load", daemon=True)
+
+    def _run(self) -> None:
+        with self.torch.inference_mode():
+            while not self._stop.is_set():
+                self.model(self.x)
+                self.iterations += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+class PlainTimerBaseline:
+    """What a quick hand-written timer does: callback, then sleep one period (drifts, jitters)."""
+
+    name = "plain_timer_thread"
+
+    def __init__(self, rate: float) -> None:
+        self.period = 1.0 / rate
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="baseline-timer", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.times.append(time.monotonic())
+            time.sleep(self.period)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+
+class RclpyTimerBaseline:
+    """An rclpy timer at the same rate, spun by a SingleThreadedExecutor in its own thread."""
+
+    def __init__(self, rate: float) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.name = f"rclpy_timer ({os.environ.get('ROS_DISTRO', '?')}, SingleThreadedExecutor)"
+        self.period = 1.0 / rate
+        self.times: list[float] = []
+        self._rclpy = rclpy
+        self._context = Context()
+        rclpy.init(context=self._context)
+        self._node = rclpy.create_node("vla_ros_jitter_baseline", context=self._context)
+        self._node.create_timer(self.period, lambda: self.times.append(time.monotonic()))
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self._thread = threading.Thread(target=self._spin, name="baseline-rclpy", daemon=True)
+
+    def _spin(self) -> None:
+        with contextlib.suppress(Exception):  # the context shuts down under the spin when we stop
+            self._executor.spin()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._executor.shutdown(timeout_sec=1.0)
+        self._node.destroy_node()
+        if self._context.ok():
+            self._rclpy.shutdown(context=self._context)
+        self._thread.join(2.0)
+
+
+def make_baseline(rate: float, kind: str):
+    if kind in ("auto", "rclpy"):
+        try:
+            return RclpyTimerBaseline(rate), ""
+        except ImportError as exc:
+            if kind == "rclpy":
+                raise
+            return PlainTimerBaseline(rate), f"rclpy not importable ({exc})"
+    return PlainTimerBaseline(rate), ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vla_ros.bench jitter", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="8 s instead of --seconds")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="control rate, Hz")
+    parser.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
+    parser.add_argument("--no-load", action="store_true", help="run without the torch inference load")
+    parser.add_argument("--baseline", choices=["auto", "rclpy", "plain"], default="auto")
+    parser.add_argument("--realtime", action="store_true", help="ask for SCHED_FIFO (warns if not permitted)")
+    parser.add_argument(
+        "--switch-interval-us", type=float, default=500.0, help="GIL switch interval; 0 keeps Python's 5 ms"
+    )
+    args = parser.parse_args(argv)
+    seconds = 8.0 if args.quick else args.seconds
+    cores = os.cpu_count() or 1
+    torch_threads = max(1, cores - 1)
+
+    policy = ScriptedPolicy(spec=default_spec(chunk_size=10, action_period=0.1))
+    config = RuntimeConfig(
+        control_rate_hz=args.rate,
+        spin_s=args.spin_us * 1e-6,
+        realtime_priority=args.realtime,
+        gil_switch_interval_s=args.switch_interval_us * 1e-6 if args.switch_interval_us > 0 else None,
+        max_starved_s=seconds + 10,
+        observation_max_age_s=1.0,
+    )
+    commands = [0]
+
+    def on_command(cmd) -> None:
+        commands[0] += 1
+
+    runtime = Runtime(policy, config, on_command)
+    load = None if args.no_load else TorchLoad(torch_threads)
+    baseline, baseline_note = make_baseline(args.rate, args.baseline)
+
+    stop_feed = threading.Event()
+
+    def feed() -> None:  # a 30 Hz camera
+        while not stop_feed.is_set():
+            runtime.submit_observation(make_observation(policy.spec, time.monotonic()))
+            stop_feed.wait(1 / 30)
+
+    feeder = threading.Thread(target=feed, name="camera", daemon=True)
+    feeder.start()
+    time.sleep(0.1)
+    if load is not None:
+        load.start()
+    runtime.start()
+    baseline.start()
+    goal = runtime.start_goal("wave the arm slowly")
+    time.sleep(seconds)
+    runtime_stats = runtime.stats()
+    loop_times = runtime.loop.tick_times()
+    baseline.stop()
+    runtime.stop()
+    stop_feed.set()
+    if load is not None:
+        load.stop()
+
+    period = 1.0 / args.rate
+    loop_err = period_errors(loop_times[1:], period)  # the first interval includes thread start-up
+    base_times = np.asarray(baseline.times[1:])
+    base_err = period_errors(base_times, period)
+    base_missed = int(np.sum(np.diff(base_times) > 1.5 * period)) if len(base_times) > 1 else 0
+    loop_p99, base_p99 = _ms(loop_err, 99), _ms(base_err, 99)
+    result = {
+        "benchmark": "jitter",
+        "seconds": seconds,
+        "rate_hz": args.rate,
+        "cores": cores,
+        "load": "none" if load is None else f"torch TransformerEncoder 4x256, {torch_threads} threads",
+        "load_iterations": 0 if load is None else load.iterations,
+        "spin_us": args.spin_us,
+        "gil_switch_interval_ms": sys.getswitchinterval() * 1e3,
+        "priority": runtime_stats.get("priority", ""),
+        "goal_accepted": goal.accepted,
+        "loop_ticks": int(len(loop_times)),
+        "loop_p50_ms": _ms(loop_err, 50),
+        "loop_p99_ms": loop_p99,
+        "loop_max_ms": _ms(loop_err),
+        "loop_lateness_p99_ms": runtime_stats.get("lateness_p99_ms", float("nan")),
+        "missed_ticks": int(runtime_stats.get("missed_ticks", 0)),
+        "loop_action_ticks": int(runtime_stats.get("action_ticks", 0)),
+        "loop_starved_ticks": int(runtime_stats.get("starved_ticks", 0)),
+        "baseline": baseline.name,
+        "baseline_note": baseline_note,
+        "baseline_ticks": int(len(base_times)),
+        "baseline_p50_ms": _ms(base_err, 50),
+        "baseline_p99_ms": base_p99,
+        "baseline_max_ms": _ms(base_err),
+        "baseline_missed_ticks": base_missed,
+        "p99_ratio": loop_p99 / base_p99 if base_p99 > 0 else float("nan"),
+        "target_loop_p99_ms": 0.25,
+        "target_ratio": 1 / 8,
+    }
+    print(
+        f"control loop {args.rate:g} Hz: period error p50 {result['loop_p50_ms']:.3f} ms, "
+        f"p99 {loop_p99:.3f} ms, max {result['loop_max_ms']:.3f} ms, missed {result['missed_ticks']}"
+    )
+    print(
+        f"baseline {baseline.name}: p50 {result['baseline_p50_ms']:.3f} ms, p99 {base_p99:.3f} ms, "
+        f"max {result['baseline_max_ms']:.3f} ms; p99 ratio {result['p99_ratio']:.3f}"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
