@@ -16,6 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# MuJoCo picks its GL backend when first imported, and a test module may import mujoco before
+# vla_ros.sim sets this: headless EGL unless the caller chose otherwise.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 # Set before anything imports rclpy; launched child processes inherit os.environ.
 if not os.environ.get("ROS_DOMAIN_ID"):
     # 1..100: inside the range every platform allows, and never the default domain 0.
