@@ -495,7 +495,11 @@ def main(argv: list[str] | None = None, policy: Policy | None = None) -> int:
             executor.spin_once(timeout_sec=0.1)
     finally:
         node.get_logger().info("shutting down: holding the arm")
-        node.hold_and_shutdown()
+        try:
+            node.trigger_shutdown()  # on_shutdown: end the goal ("shutdown"), stop, hold, free the model
+        except Exception as exc:  # e.g. a transition already running; still hold
+            node.get_logger().warning(f"lifecycle shutdown failed ({exc}); holding directly")
+            node.hold_and_shutdown()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         if rclpy.ok():
