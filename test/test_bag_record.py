@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402

@@ -50,12 +50,11 @@ def test_trajectory_interpolates_from_current_target_and_keeps_unnamed_joints():
 
 
 # ------------------------------------------------------------------------ the node over DDS
-rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
-pytest.importorskip("mujoco")
 
 
 class _Client:
     def __init__(self):
+        import rclpy
         from rclpy.qos import DurabilityPolicy, QoSProfile
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool, Float64MultiArray, String
@@ -99,12 +98,14 @@ class _Client:
 
 @pytest.fixture(scope="module")
 def sim():
+    rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
     from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
 
     from vla_ros.ros.sim_robot_node import SimRobotNode
 
     rclpy.init()
-    node = SimRobotNode(parameter_overrides=[rclpy.parameter.Parameter("seed", value=5)])
+    node = SimRobotNode(parameter_overrides=[Parameter("seed", value=5)])
     client = _Client()
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
@@ -121,6 +122,7 @@ def sim():
     rclpy.shutdown()
 
 
+@pytest.mark.ros
 def test_publishes_cameras_joint_states_and_the_instruction(sim):
     node, client = sim
     img = client.last["/scene/image_raw"]
@@ -132,6 +134,7 @@ def test_publishes_cameras_joint_states_and_the_instruction(sim):
     assert client.last["/sim_robot/task_success"].data is False
 
 
+@pytest.mark.ros
 def test_array_then_trajectory_commands_move_the_arm_and_bad_ones_hold(sim):
     from builtin_interfaces.msg import Duration
     from std_msgs.msg import Float64MultiArray
@@ -152,6 +155,7 @@ def test_array_then_trajectory_commands_move_the_arm_and_bad_ones_hold(sim):
     assert np.allclose(client.joints()[[0, 1, 3]], goal[[0, 1, 3]], atol=0.02)
 
 
+@pytest.mark.ros
 def test_reset_uses_the_seed_parameter_and_is_reproducible(sim):
     from rclpy.parameter import Parameter
 
