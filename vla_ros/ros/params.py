@@ -82,6 +82,13 @@ PARAMS: tuple[Param, ...] = (
         "1..256",
         _between(1, 256),
     ),
+    Param(
+        "extra_latency_s",
+        0.0,
+        "Test knob: seconds added to every inference (latency-robustness evaluation; 0 = off)",
+        "[0, 10]",
+        _between(0.0, 10.0),
+    ),
     # inputs
     Param(
         "camera_names",

@@ -70,9 +70,14 @@ def load_model(config: params.NodeConfig) -> Policy:
     from vla_ros import models
 
     checkpoint = config.checkpoint_dir or models.default_checkpoint()
-    return models.load_policy(
+    policy = models.load_policy(
         checkpoint, device=config.device, dtype=config.dtype, threads=config.torch_threads
     )
+    if config.extra_latency_s > 0:  # latency-robustness evaluation (vla_ros eval-ros --extra-latency-ms)
+        from vla_ros.ros.delayed_policy import DelayedPolicy
+
+        policy = DelayedPolicy(policy, config.extra_latency_s)
+    return policy
 
 
 class VlaNode(LifecycleNode):

@@ -1,0 +1,33 @@
+"""A policy wrapper that adds a fixed delay to every inference: the latency-robustness knob.
+
+vla_node wraps its model in it when the `extra_latency_s` parameter is > 0, so `vla_ros eval-ros
+--extra-latency-ms 300` measures how asynchronous chunking copes with a slower model (the stress
+point of real-time chunking) on the real stack. The chunk keeps the observation's stamp, so the
+runtime sees the delay as inference latency, exactly as it would a slow model.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
+
+
+class DelayedPolicy(Policy):
+    def __init__(self, policy: Policy, delay_s: float):
+        if not delay_s >= 0:
+            raise ValueError(f"extra latency must be >= 0 s, got {delay_s}")
+        self.policy = policy
+        self.delay_s = float(delay_s)
+        self.spec = policy.spec
+
+    def encode_instruction(self, text: str) -> InstructionContext:
+        return self.policy.encode_instruction(text)
+
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        chunk = self.policy.predict_chunk(observation, context)
+        time.sleep(self.delay_s)
+        return chunk
+
+    def reset(self) -> None:
+        self.policy.reset()
