@@ -39,8 +39,12 @@ test-ros: venv
 demo: venv
 	$(ENV) && vla_ros demo $(DEMO_ARGS)
 
+# Provisional until the model part settles it: demonstrations from the scripted expert in
+# simulation, then behaviour cloning into checkpoints/tiny (models.policy.default_checkpoint()).
+CHECKPOINT_EPISODES ?= 200
 checkpoint: venv
-	$(ENV) && vla_ros train --default-checkpoint
+	$(ENV) && vla_ros sim-collect --episodes $(CHECKPOINT_EPISODES) --out data/demos \
+		&& vla_ros train --data data/demos --out checkpoints/tiny
 
 clean:
 	rm -rf build/ament_prefix build/.ament_prefix-* $(STAMPS) .pytest_cache .ruff_cache

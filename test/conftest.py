@@ -6,6 +6,9 @@
   reason when rclpy is not importable, i.e. when pytest runs outside `make test` / `. scripts/env.sh`.
   With CI=true or VLA_ROS_REQUIRE_ROS=1 a missing rclpy is an error instead: CI must not pass by
   skipping the ROS tests.
+- launch_testing tests live in files named test_launch_*.py: launch_testing's pytest plugin imports
+  every collected module to look for a launch test, which here would import torch and transformers
+  for every `pytest -k` run; `pytest_pycollect_makemodule` below lets it see only those files.
 - Fixture `rclpy_context`: an initialised rclpy Context of its own, shut down afterwards.
 """
 
@@ -59,6 +62,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     rclpy_state = RCLPY_MISSING or "rclpy importable"
     return (f"ROS: {runtime}; ROS_DISTRO={os.environ.get('ROS_DISTRO', '')}, "
             f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}; {rclpy_state}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):
+    if module_path.name.startswith("test_launch_") or module_path.name == "__init__.py":
+        return None  # launch_testing's hook (or pytest's default) decides
+    return pytest.Module.from_parent(parent, path=module_path)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
