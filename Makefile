@@ -30,8 +30,10 @@ $(STAMPS)/venv: pyproject.toml scripts/setup_venv.sh scripts/find_python.sh
 lint: venv
 	.venv/bin/ruff check .
 
+# ruff and pytest both run (one's failure does not hide the other's findings); either fails the target.
 test: venv
-	$(ENV) && ruff check . && python -m pytest $(PYTEST_ARGS)
+	$(ENV) && { ruff check . && lint=0 || lint=$$?; python -m pytest $(PYTEST_ARGS) && tests=0 || tests=$$?; \
+		[ $$lint -eq 0 ] || echo "make test: ruff check failed" >&2; exit $$(( lint || tests ? 1 : 0 )); }
 
 test-ros: venv
 	$(ENV) && python -m pytest -m ros $(PYTEST_ARGS)

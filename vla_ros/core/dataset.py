@@ -112,5 +112,6 @@ def load_dataset(directory: str | Path) -> tuple[dict, list[Episode]]:
     meta = load_meta(directory)
     files = sorted(Path(directory).glob("episode_*.npz"))
     if len(files) != meta["episodes"]:
-        raise DatasetError(f"{directory}: meta.json says {meta['episodes']} episodes, found {len(files)} files")
+        raise DatasetError(
+            f"{directory}: meta.json says {meta['episodes']} episodes, found {len(files)} files")
     return meta, [load_episode(f, meta["cameras"]) for f in files]
