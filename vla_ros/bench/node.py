@@ -1,0 +1,275 @@
+"""Benchmark the vla_node: synthetic cameras at 30 Hz + joint states over DDS, a running goal.
+
+    python -m vla_ros.bench node [--quick] [--checkpoint DIR] [--seconds S]
+
+Model: the default checkpoint when it exists, else the "tiny" config with random weights (the
+JSON says which). The camera publisher runs in this process on its own executor thread.
+
+Figures (milliseconds unless named otherwise):
+  control_p99_ms       p99 of the control loop's tick-to-tick period (target 1000 / control rate)
+  command_rate_hz      command messages received by a subscriber per second during the goal
+  overhead_p99_ms      what the node adds on the path observation -> command, beyond the model:
+                       header stamp -> Observation submitted (DDS, sync, conversion, resize) plus
+                       tick -> command published, per chunk, p99
+  e2e_p99_ms           header stamp -> first command computed from that observation published;
+                       = overhead + model latency + mailbox wait (the observation waits for the
+                       worker to want a chunk) + tick wait (the chunk waits for the next tick)
+The last line printed is one JSON object with all figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _tiny_random_policy(directory: Path):
+    import torch
+
+    from vla_ros.core.fixtures import SO100_NAMES
+    from vla_ros.models import load_policy
+    from vla_ros.models.checkpoint import RobotMeta, new_checkpoint, save_checkpoint
+    from vla_ros.models.normalization import Normalizer
+    from vla_ros.models.vla import make_config
+
+    torch.manual_seed(0)
+    names = list(SO100_NAMES)
+    ckpt = new_checkpoint(
+        make_config("tiny", cameras=["scene", "wrist"]),
+        Normalizer.identity(len(names), len(names)),
+        RobotMeta(state_names=names, action_names=names, cameras=["scene", "wrist"], action_period=0.1),
+    )
+    save_checkpoint(directory, ckpt)
+    return load_policy(directory, threads=1)
+
+
+def _load_policy(checkpoint: str | None, tmp: Path):
+    from vla_ros.models import default_checkpoint, load_policy
+
+    if checkpoint:
+        return load_policy(checkpoint, threads=1), f"checkpoint {checkpoint}"
+    try:
+        path = default_checkpoint()
+        return load_policy(path, threads=1), f"default checkpoint {path}"
+    except FileNotFoundError:
+        return _tiny_random_policy(tmp / "tiny"), "tiny config, random weights (no default checkpoint yet)"
+
+
+class TimedPolicy:
+    """Wraps a Policy; records per chunk (observation stamp, start, end) on the runtime clock."""
+
+    def __init__(self, policy, clock) -> None:
+        self.policy, self.spec, self.clock = policy, policy.spec, clock
+        self.chunks: list[tuple[float, float, float]] = []
+
+    def encode_instruction(self, text):
+        return self.policy.encode_instruction(text)
+
+    def predict_chunk(self, observation, context):
+        start = self.clock()
+        chunk = self.policy.predict_chunk(observation, context)
+        self.chunks.append((observation.stamp, start, self.clock()))
+        return chunk
+
+    def reset(self):
+        self.policy.reset()
+
+
+def _p(values, q: float) -> float:
+    return float(np.percentile(values, q) * 1e3) if len(values) else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vla_ros.bench node", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 s at 240x320 instead of 30 s at 480x640")
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the default one)")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--camera-rate", type=float, default=30.0)
+    parser.add_argument("--control-rate", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (8.0 if args.quick else 30.0)
+    height, width = (240, 320) if args.quick else (480, 640)
+
+    import tempfile
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from vla_ros.ros.vla_node import VlaNode
+
+    clock = time.monotonic
+    with tempfile.TemporaryDirectory() as tmp:
+        inner, model_name = _load_policy(args.checkpoint, Path(tmp))
+    policy = TimedPolicy(inner, clock)
+    context = Context()
+    rclpy.init(context=context)
+    overrides = {
+        "camera_names": ["scene", "wrist"],
+        "cameras.scene.topic": "/bench/scene/image_raw",
+        "cameras.wrist.topic": "/bench/wrist/image_raw",
+        "joint_states_topic": "/bench/joint_states",
+        "output_topic": "/bench/arm/commands",
+        "control_rate_hz": args.control_rate,
+        "goal_timeout_s": 0.0,
+        "max_observation_age_s": 0.5,
+        "position_lower": [-3.0] * 5,
+        "position_upper": [3.0] * 5,
+        "velocity_limit": [3.0] * 5,
+    }
+    node = VlaNode(
+        "bench_vla",
+        policy=policy,
+        context=context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+    )
+    submits: dict[float, float] = {}  # observation stamp -> seconds from stamp to submitted
+    original_obs = node._on_observation
+
+    def on_observation(obs):
+        original_obs(obs)
+        submits[obs.stamp] = clock() - obs.stamp
+
+    node._on_observation = on_observation
+    published: list[tuple[float, float]] = []  # (tick stamp, published at)
+    original_cmd = node._on_command
+
+    def on_command(command):
+        original_cmd(command)
+        published.append((command.stamp, clock()))
+
+    node._on_command = on_command
+
+    cams = rclpy.create_node("bench_cameras", context=context)
+    frames = [
+        np.ascontiguousarray(
+            np.roll(
+                np.tile(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None], (height, 1, 3)),
+                16 * k,
+                axis=1,
+            )
+        )
+        for k in range(8)
+    ]
+    pubs = {
+        n: cams.create_publisher(Image, f"/bench/{n}/image_raw", qos_profile_sensor_data)
+        for n in ("scene", "wrist")
+    }
+    joints = cams.create_publisher(JointState, "/bench/joint_states", 10)
+    received = []
+    cams.create_subscription(
+        Float64MultiArray, "/bench/arm/commands", lambda m: received.append(clock()), 100
+    )
+    count = [0]
+
+    def publish_frames():
+        stamp = cams.get_clock().now().to_msg()
+        data = frames[count[0] % len(frames)].tobytes()
+        for pub in pubs.values():
+            msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=data)
+            msg.header.stamp = stamp
+            pub.publish(msg)
+        js = JointState(name=[*inner.spec.state_names], position=[0.0] * inner.spec.state_dim)
+        js.header.stamp = stamp
+        joints.publish(js)
+        count[0] += 1
+
+    cams.create_timer(1.0 / args.camera_rate, publish_frames)
+    node_exec = MultiThreadedExecutor(num_threads=2, context=context)
+    node_exec.add_node(node)
+    cam_exec = SingleThreadedExecutor(context=context)
+    cam_exec.add_node(cams)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=lambda ex=ex: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+            daemon=True,
+        )
+        for ex in (node_exec, cam_exec)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        if not node.autostart():
+            raise SystemExit(f"node did not start: {node.last_error}")
+        deadline = clock() + 30.0
+        while clock() < deadline and (node.inputs is None or node.inputs.observations < 3):
+            time.sleep(0.05)
+        decision = node.start_goal("pick up the red cube")
+        deadline = clock() + 30.0
+        while not decision.accepted and clock() < deadline:
+            time.sleep(0.1)
+            decision = node.start_goal("pick up the red cube")
+        if not decision.accepted:
+            raise SystemExit(f"goal refused: {decision.reason}")
+        t0 = clock()
+        first_received = len(received)
+        first_chunk = len(policy.chunks)
+        time.sleep(seconds)
+        t1 = clock()
+        stats = node.runtime.stats()
+        commands = len(received) - first_received
+    finally:
+        node.hold_and_shutdown()
+        stop.set()
+        for t in threads:
+            t.join(5)
+        node_exec.shutdown()
+        cam_exec.shutdown()
+        node.destroy_node()
+        cams.destroy_node()
+        rclpy.shutdown(context=context)
+
+    ticks = np.array([s for s, _ in published])
+    pub_at = np.array([p for _, p in published])
+    overhead, e2e, latency, mailbox, tick_wait, ingest, publish = [], [], [], [], [], [], []
+    for stamp, start, end in policy.chunks[first_chunk:]:
+        i = int(np.searchsorted(ticks, end))
+        if i >= len(ticks) or stamp not in submits:
+            continue
+        ingest_s, publish_s = submits[stamp], pub_at[i] - ticks[i]
+        ingest.append(ingest_s)
+        publish.append(publish_s)
+        overhead.append(ingest_s + publish_s)
+        e2e.append(pub_at[i] - stamp)
+        latency.append(end - start)
+        mailbox.append(start - (stamp + ingest_s))
+        tick_wait.append(ticks[i] - end)
+    result = {
+        "benchmark": "node",
+        "model": model_name,
+        "camera": f"{width}x{height} rgb8 x2 @ {args.camera_rate:g} Hz",
+        "control_rate_hz": args.control_rate,
+        "seconds": round(t1 - t0, 2),
+        "chunks": len(latency),
+        "control_p50_ms": stats.get("period_p50_ms"),
+        "control_p99_ms": stats.get("period_p99_ms"),
+        "control_max_ms": stats.get("period_max_ms"),
+        "missed_ticks": stats.get("missed_ticks"),
+        "starved_ticks": stats.get("starved_ticks"),
+        "command_rate_hz": round(commands / (t1 - t0), 2),
+        "overhead_p50_ms": _p(overhead, 50),
+        "overhead_p99_ms": _p(overhead, 99),
+        "ingest_p99_ms": _p(ingest, 99),
+        "publish_p99_ms": _p(publish, 99),
+        "model_latency_p50_ms": _p(latency, 50),
+        "model_latency_p99_ms": _p(latency, 99),
+        "mailbox_wait_p99_ms": _p(mailbox, 99),
+        "tick_wait_p99_ms": _p(tick_wait, 99),
+        "e2e_p50_ms": _p(e2e, 50),
+        "e2e_p99_ms": _p(e2e, 99),
+    }
+    for key, value in result.items():
+        if key != "benchmark":
+            print(f"{key:>22}: {value:.3f}" if isinstance(value, float) else f"{key:>22}: {value}")
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}))
+    return 0
