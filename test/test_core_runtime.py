@@ -15,11 +15,16 @@ PERIOD = 1.0 / RATE
 
 
 class Harness:
-    """A runtime on a fake clock; ``run`` does what the threads would: observe, infer, tick."""
+    """A runtime on a fake clock; ``run`` does what the threads would: observe, infer, tick.
 
-    def __init__(self, policy=None, no_policy: bool = False, **config):
+    A policy built with ``sleep=harness.busy`` spends its latency ticking the control loop (and
+    the camera), as the real threads would while the worker is busy."""
+
+    def __init__(self, policy=None, no_policy: bool = False, latency_s: float = 0.0, **config):
         self.clock = FakeClock()
-        self.policy = None if no_policy else (policy or ScriptedPolicy(sleep=self.clock.sleep))
+        if policy is None and not no_policy:
+            policy = ScriptedPolicy(latency_s=latency_s, sleep=self.busy)
+        self.policy = policy
         self.spec = self.policy.spec if self.policy else default_spec()
         self.commands, self.results = [], []
         config.setdefault("control_rate_hz", RATE)
@@ -31,13 +36,21 @@ class Harness:
         self.rt.submit_observation(make_observation(self.spec, self.clock(), self.state))
 
     def run(self, seconds: float, infer: bool = True, observe: bool = True):
-        for _ in range(int(round(seconds / PERIOD))):
+        end = self.clock() + seconds - 1e-9
+        while self.clock() < end:
             if observe:
                 self.observe()
             if infer:
                 self.rt.infer_once()
             self.rt.tick()
             self.clock.advance(PERIOD)
+
+    def busy(self, seconds: float):
+        """The worker is busy for ``seconds``: the loop and the camera go on meanwhile."""
+        for _ in range(int(round(seconds / PERIOD))):
+            self.clock.advance(PERIOD)
+            self.observe()
+            self.rt.tick()
 
     def start(self, instruction="pick up the red cube", **kw):
         self.observe()
@@ -100,29 +113,27 @@ def test_max_steps_counts_action_periods():
     assert h.results[0].reason is TerminationReason.MAX_STEPS and h.results[0].steps == 7
 
 
-def test_async_chunks_start_at_the_action_due_on_arrival():
-    """Latency 40% of a chunk, spent on the fake clock: the chunk's first actions are dropped.
-    (Ticks do not run during a fake-clock inference; starvation is tested with threads.)"""
-    clock = FakeClock()
-    h = Harness(ScriptedPolicy(latency_s=0.4, sleep=clock.sleep))
-    h.clock = clock
-    h.rt.clock = clock
-    h.rt.worker.clock = clock
+def test_async_refills_in_time_and_drops_what_was_executed_meanwhile():
+    """Latency 40% of a 1 s chunk: no starvation after the first chunk; each later chunk lands
+    0.4 s (4 actions) after its observation while the robot kept moving, so 4 are dropped."""
+    h = Harness(latency_s=0.4)
     h.start()
     h.run(5.0)
     stats = h.rt.stats()
-    assert stats["inferences"] >= 4 and stats["inference_errors"] == 0
-    assert stats["actions_dropped_past"] >= 4 * stats["inferences"] - 4  # 0.4 s = 4 actions late
+    assert stats["inferences"] >= 5 and stats["inference_errors"] == 0
+    assert stats["starved_ticks"] == 0 and stats["waiting_ticks"] == 20  # the first inference
+    later = stats["inferences"] - 1  # 0.4 s late: action 4 is due (3 if the 0.02 s sums round down)
+    assert 3 * later <= stats["actions_dropped_past"] <= 4 * later
 
 
-def test_sync_mode_runs_each_chunk_from_its_first_action():
-    clock = FakeClock()
-    h = Harness(ScriptedPolicy(latency_s=0.4, sleep=clock.sleep), execution="sync")
-    h.clock = h.rt.clock = h.rt.worker.clock = clock
+def test_sync_mode_holds_while_it_infers_and_runs_each_chunk_from_its_first_action():
+    """The robot holds during each inference (the execution clock stops), so nothing is dropped."""
+    h = Harness(latency_s=0.4, execution="sync")
     h.start()
     h.run(5.0)
     stats = h.rt.stats()
     assert stats["inferences"] >= 3 and stats["actions_dropped_past"] == 0
+    assert stats["starved_ticks"] >= 20 * (stats["inferences"] - 1) - 1
 
 
 # ------------------------------------------------------------------------------- faults and holds
@@ -247,8 +258,6 @@ def test_set_policy_refuses_while_a_goal_runs():
 def test_every_command_is_finite_in_limits_and_velocity_bounded(
     blend, interpolation, amplitude, jump_every, latency, max_velocity, nan_at
 ):
-    clock = FakeClock(0.0)
-
     def fn(t):  # a discontinuous, sometimes wild trajectory
         if nan_at is not None and t > nan_at:
             return np.full(6, np.nan)
@@ -256,11 +265,12 @@ def test_every_command_is_finite_in_limits_and_velocity_bounded(
 
     lower, upper = (-1.0, -2.0, -0.5, -1.5, -3.0, 0.0), (1.0, 2.0, 0.5, 1.5, 3.0, 1.0)
     h = Harness(
-        ScriptedPolicy(fn=fn, latency_s=latency, sleep=clock.sleep),
-        blend=blend, interpolation=interpolation, max_velocity=max_velocity,
-        joint_lower=lower, joint_upper=upper,
+        no_policy=True, blend=blend, interpolation=interpolation, max_velocity=max_velocity,
+        joint_lower=lower, joint_upper=upper, max_starved_s=5.0,
     )  # fmt: skip
-    h.clock = h.rt.clock = h.rt.worker.clock = clock
+    h.policy = ScriptedPolicy(fn=lambda t: fn(t - 100.0), latency_s=latency, sleep=h.busy)
+    h.rt.set_policy(h.policy)
+    h.spec = h.policy.spec
     h.start()
     h.run(2.0)
     previous = None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vla_ros.core.buffer import ActionBuffer
+from vla_ros.core.clock import ExecutionClock
 from vla_ros.core.control_loop import ControlLoop
 from vla_ros.core.policy import Observation, Policy, PolicySpec
 from vla_ros.core.runtime_types import (
@@ -74,6 +75,7 @@ class Runtime:
         self._buffer: ActionBuffer | None = None
         self._safety: SafetyFilter | None = None
         self._state_index: np.ndarray | None = None  # state entries in action order, if mappable
+        self.execution_clock = ExecutionClock()
         self.runner = TaskRunner(
             config, 0.1, on_result=self._on_goal_result, on_activate=self._on_goal_activate
         )
@@ -173,6 +175,7 @@ class Runtime:
                 clock=self.clock,
                 action_mode=self.config.action_mode or "absolute",
                 reference_state=self._reference_state,
+                execution_time=self.execution_clock.at,
             )
             if self._spec is not None:
                 self.worker.action_mode = self.config.action_mode or self._spec.action_mode
@@ -287,8 +290,9 @@ class Runtime:
         goal = self.runner.active()
         latency = self.worker.latencies.last() if self.worker else 0.0
         buffer = self._buffer
-        buffered = buffer.future_count(now) if buffer is not None and goal is not None else 0
-        buffered_s = buffer.remaining(now) if buffer is not None and goal is not None else 0.0
+        exec_now = self.execution_clock.at(now)
+        buffered = buffer.future_count(exec_now) if buffer is not None and goal is not None else 0
+        buffered_s = buffer.remaining(exec_now) if buffer is not None and goal is not None else 0.0
         if goal is None:
             state = "estop" if self._estop else "idle"
             return Feedback(-1, 0, 0.0, latency, 0, state, 0.0, tuple(self.runner.faults))
@@ -321,9 +325,11 @@ class Runtime:
             )
         buffer = self._buffer
         if buffer is not None:
+            exec_now = self.execution_clock.at(now)
             out.update(
-                buffer_depth=buffer.future_count(now),
-                buffer_s=buffer.remaining(now),
+                execution_time_lag_s=now - exec_now,
+                buffer_depth=buffer.future_count(exec_now),
+                buffer_s=buffer.remaining(exec_now),
                 chunks_inserted=buffer.chunks_inserted,
                 chunks_rejected=buffer.chunks_rejected,
                 actions_dropped_past=buffer.actions_dropped_past,
@@ -348,6 +354,7 @@ class Runtime:
         Returns the command sent, or None when there is nothing safe to send (no policy yet,
         or no command and no measured state to hold)."""
         now = self.clock()
+        exec_now = self.execution_clock.tick(now)
         spec, buffer, safety = self._spec, self._buffer, self._safety
         self.counters["ticks"] += 1
         previous_tick, self._last_tick = self._last_tick, now
@@ -369,7 +376,7 @@ class Runtime:
         elif goal is None:
             reason = "idle"
         else:
-            target = buffer.action_at(now, tag=goal.goal_id)
+            target = buffer.action_at(exec_now, tag=goal.goal_id)
             reason = "action" if target is not None else ("starved" if goal.first_chunk_at else "waiting")
         starved = goal is not None and target is None
         command = None
@@ -402,6 +409,9 @@ class Runtime:
             self._check_worker(now, goal.goal_id)
             executing = target is not None and command is not None and command.reason in ("action", "dry_run")
             self.runner.on_tick(now, elapsed, executing=executing, starved=starved)
+        else:
+            executing = False
+        self.execution_clock.set_executing(executing)
         if command is None:
             self.counters["silent_ticks"] += 1
             return None

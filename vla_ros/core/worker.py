@@ -68,6 +68,7 @@ class InferenceWorker:
         clock: Callable[[], float],
         action_mode: str = "absolute",
         reference_state: Callable[[Observation], np.ndarray] | None = None,
+        execution_time: Callable[[float], float] | None = None,
     ) -> None:
         self._get_policy = get_policy
         self.buffer = buffer
@@ -76,6 +77,8 @@ class InferenceWorker:
         self.clock = clock
         self.action_mode = action_mode
         self._reference_state = reference_state or (lambda obs: np.asarray(obs.state, dtype=np.float64))
+        # runtime-clock time -> the buffer's time axis (execution time; identity by default)
+        self.execution_time = execution_time or (lambda t: t)
         self.mailbox = ObservationMailbox()
         self.latencies = RollingWindow(config.latency_window)
         self._wake = threading.Event()
@@ -138,7 +141,7 @@ class InferenceWorker:
         """How long to sleep when there was nothing to do: until the refill point, within bounds."""
         if self._goal_id < 0 or not self._has_chunk:
             return 0.05  # goal starts and new observations wake us
-        slack = self.buffer.remaining(self.clock()) - self.refill_threshold()
+        slack = self.buffer.remaining(self.execution_time(self.clock())) - self.refill_threshold()
         return float(np.clip(slack, 0.001, 0.05))
 
     # one step -----------------------------------------------------------------------------
@@ -147,6 +150,7 @@ class InferenceWorker:
         return self.latencies.percentile(95) + self.config.refill_margin_s
 
     def should_infer(self, now: float) -> bool:
+        """``now`` on the buffer's time axis."""
         if not self._has_chunk:
             return True
         remaining = self.buffer.remaining(now)
@@ -174,13 +178,13 @@ class InferenceWorker:
         if self._context is None:  # encoding failed; the goal is being aborted
             return False
         now = self.clock()
-        if not self.should_infer(now):
+        if not self.should_infer(self.execution_time(now)):
             return False
         obs = self.mailbox.take_newer(self._last_obs_stamp)
         if obs is None or now - obs.stamp > self.config.observation_max_age_s:
             return False  # the runtime faults the goal if observations stay stale past the grace
         self._last_obs_stamp = obs.stamp
-        self.busy_since = self.clock()
+        self.busy_since = now
         chunk = self._call_policy(lambda: policy.predict_chunk(obs, self._context), goal.goal_id)
         done = self.clock()
         self.busy_since = None
@@ -190,10 +194,12 @@ class InferenceWorker:
         chunk.latency = done - now
         self.latencies.add(chunk.latency)
         try:
-            chunk.actions = to_absolute(chunk.actions, self._reference_state(obs), self.action_mode)
-            if self.config.execution == "sync":
-                chunk.t_obs = done  # openpi-style: execute the chunk from its first action on arrival
-            result = self.buffer.insert(chunk, done, tag=goal.goal_id)
+            actions = to_absolute(chunk.actions, self._reference_state(obs), self.action_mode)
+            # on the execution axis: in sync mode the robot held during the inference, so the
+            # chunk runs from its first action, as openpi's client does
+            t_obs = self.execution_time(chunk.t_obs)
+            placed = ActionChunk(t_obs, actions, chunk.dt, chunk.latency, chunk.info)
+            result = self.buffer.insert(placed, self.execution_time(done), tag=goal.goal_id)
         except ValueError as exc:
             self._fail(goal.goal_id, f"policy returned a bad chunk: {exc}")
             return False
