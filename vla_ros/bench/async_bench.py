@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         "async_starved_ticks_max": max(r["async_starved_ticks"] for r in upto80),
         "async_over_ideal_max": max(r["async_over_ideal"] for r in upto80),
         "async_all_completed": all(r["async_completed"] for r in rows),
+        # one inference at a time: a chunk must land before the previous one runs out, which
+        # needs latency + margin <= chunk duration - latency, i.e. latency <= ~50% of a chunk
+        "async_zero_starvation_up_to": max(
+            (r["fraction"] for r in rows if r["async_starved_ticks"] == 0), default=0.0
+        ),
+        "single_worker_bound_fraction": round((1 - margin / chunk_s) / 2, 3),
         "sync_over_ideal": {f"{r['fraction']:.1f}": round(r["sync_over_ideal"], 4) for r in rows},
         "async_over_ideal": {f"{r['fraction']:.1f}": round(r["async_over_ideal"], 4) for r in rows},
         "async_starved_ticks": {f"{r['fraction']:.1f}": r["async_starved_ticks"] for r in rows},
