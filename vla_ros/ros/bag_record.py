@@ -96,6 +96,7 @@ class BagRecorder:
         self.node = node
         self.counts: dict[str, int] = dict.fromkeys(topics, 0)
         self._lock = threading.Lock()
+        self._closed = False
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._connections = {}
@@ -111,7 +112,6 @@ class BagRecorder:
             qos = QoSProfile(depth=depth, reliability=reliability)
             self._subs.append(node.create_subscription(
                 get_message(msgtype), topic, lambda raw, t=topic: self._on_message(t, raw), qos, raw=True))
-        self._closed = False
 
     def _on_message(self, topic: str, raw: bytes) -> None:
         with self._lock:
