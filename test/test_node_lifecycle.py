@@ -199,3 +199,40 @@ def test_lifecycle_transitions(rclpy_context):
         assert node.runtime is None and node.policy is None
     finally:
         rig.close()
+
+
+# ------------------------------------------------------------------------ shipped configs
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@pytest.mark.parametrize("name, arm_joints", [("sim_robot.yaml", 5), ("arm6_parallel_gripper.yaml", 6)])
+def test_shipped_configs_are_valid(name, arm_joints):
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    tree = yaml.safe_load((Path(__file__).parent.parent / "config" / name).read_text())
+    flat = _flatten(tree["/**"]["ros__parameters"])
+    unknown = {k for k in flat if not k.startswith("cameras.")} - set(params.PARAMS_BY_NAME)
+    assert not unknown, f"{name}: unknown parameters {unknown}"
+    cameras = {
+        n: {"topic": flat[f"cameras.{n}.topic"], "transport": flat[f"cameras.{n}.transport"]}
+        for n in flat["camera_names"]
+    }
+    config = params.validate(
+        _values(**{k: v for k, v in flat.items() if not k.startswith("cameras.")}), cameras, limits_for
+    )
+    names = (*(f"j{i}" for i in range(arm_joints)), "gripper")
+    spec = dataclasses.replace(
+        default_spec(), action_names=names, state_names=names, gripper_index=arm_joints
+    )
+    params.check_against_model(config, spec)
+    assert len(config.position_lower) == arm_joints + 1

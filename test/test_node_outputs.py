@@ -146,3 +146,45 @@ def test_dry_run_publishes_nothing_to_the_robot(rclpy_context):
         assert np.ptp(values[:, 0]) > 0.05  # the proposals move; the robot got nothing
     finally:
         rig.close()
+
+
+def test_diagnostics_and_status_are_published(rclpy_context):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    rig = Rig(rclpy_context)
+    arrays = []
+    rig.robot.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
+    try:
+        rig.start()
+        wait_ready(rig)
+        rig.instruct()
+
+        def values(suffix):
+            for array in reversed(arrays):
+                for status in array.status:
+                    if status.name.endswith(suffix):
+                        return {kv.key: kv.value for kv in status.values}
+            return None
+
+        rig.wait_for(
+            lambda: (values("inputs") or {}).get("scene rate (Hz)", "0") not in ("0", "0.0"),
+            10.0,
+            "a camera rate on /diagnostics",
+        )
+        inputs, runtime = values("inputs"), values("runtime")
+        assert float(inputs["wrist rate (Hz)"]) > 0 and float(inputs["joint_states rate (Hz)"]) > 0
+        assert float(inputs["observation age (s)"]) >= 0
+        for key in (
+            "inference latency p50 (s)",
+            "inference latency p95 (s)",
+            "control period p99 (s)",
+            "buffer depth",
+            "starved ticks",
+            "faults",
+        ):
+            assert key in runtime, key
+        status = rig.robot.last_status()
+        assert status["state"] in ("waiting", "running") and status["goal_active"] is True
+        assert status["control_period_p99_s"] > 0 and status["inference_latency_p95_s"] > 0
+    finally:
+        rig.close()

@@ -91,7 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--camera-rate", type=float, default=30.0)
     parser.add_argument("--control-rate", type=float, default=50.0)
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for this run (Python default 5 ms)",
+    )
     args = parser.parse_args(argv)
+    if args.switch_interval_ms:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     seconds = args.seconds or (8.0 if args.quick else 30.0)
     height, width = (240, 320) if args.quick else (480, 640)
 
@@ -218,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         t1 = clock()
         stats = node.runtime.stats()
         commands = len(received) - first_received
+        transport = list(node.inputs.ages)  # header stamp -> synchronised set complete
+        convert = list(node.inputs.ingest)  # set complete -> Observation submitted (conversion, resize)
     finally:
         node.hold_and_shutdown()
         stop.set()
@@ -260,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "overhead_p50_ms": _p(overhead, 50),
         "overhead_p99_ms": _p(overhead, 99),
         "ingest_p99_ms": _p(ingest, 99),
+        "transport_p99_ms": _p(transport, 99),
+        "convert_p99_ms": _p(convert, 99),
         "publish_p99_ms": _p(publish, 99),
         "model_latency_p50_ms": _p(latency, 50),
         "model_latency_p99_ms": _p(latency, 99),

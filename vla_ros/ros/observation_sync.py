@@ -107,7 +107,7 @@ class ObservationInput:
         self.mapper = JointStateMapper(list(config.joint_names), config.gripper_joint, gripper)
         self.camera_names = [cam.name for cam in config.cameras]
         self.meters = {name: RateMeter() for name in [*self.camera_names, "joint_states"]}
-        self.ages: collections.deque[float] = collections.deque(maxlen=100)  # stamp -> arrival, seconds
+        self.ages: collections.deque[float] = collections.deque(maxlen=1000)  # stamp -> arrival, seconds
         self.ingest: collections.deque[float] = collections.deque(maxlen=1000)  # arrival -> submitted
         self.skipped = collections.Counter()
         self.observations = 0
