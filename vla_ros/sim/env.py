@@ -204,10 +204,11 @@ class TabletopEnv(gym.Env):
         return self.data.body(sc.object_name(obj["colour"], obj["shape"])).xpos
 
     def _touches_pads(self, obj: dict) -> bool:
-        geom = self.model.geom(sc.object_name(obj["colour"], obj["shape"])).id
+        body = self.model.body(sc.object_name(obj["colour"], obj["shape"])).id
+        geom_body = self.model.geom_bodyid
         for c in self.data.contact[: self.data.ncon]:
-            pair = {int(c.geom1), int(c.geom2)}
-            if geom in pair and pair & self._pad_geoms:
+            pair = (int(c.geom1), int(c.geom2))
+            if body in (geom_body[pair[0]], geom_body[pair[1]]) and self._pad_geoms.intersection(pair):
                 return True
         return False
 

@@ -21,7 +21,7 @@ WRIST_TO_HAND = 0.04  # wrist_flex -> wrist_roll body
 HAND_TO_TOOL = 0.07  # wrist_roll body -> tool point (centre between the finger pads)
 TOOL_LENGTH = WRIST_TO_HAND + HAND_TO_TOOL  # wrist_flex axis -> tool point
 FINGER_OPEN = 0.045  # finger travel: half the gap between the pads when fully open
-PAD_HALF = (0.008, 0.006, 0.018)  # finger pad half sizes: across, thickness, along the tool axis
+PAD_HALF = (0.012, 0.006, 0.018)  # finger pad half sizes: across, thickness, along the tool axis
 
 ARM_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 JOINT_NAMES = (*ARM_JOINTS, "gripper")
@@ -76,14 +76,21 @@ def _object_xml(colour: str, shape: str, index: int) -> str:
     px, py = PARKING[0] + 0.12 * index, PARKING[1]
     h = OBJECT_HALF_HEIGHT[shape]
     geom = {
-        "cube": f'type="box" size="{h} {h} {h}"',
-        "cylinder": f'type="cylinder" size="0.02 {h}"',
-        "ball": f'type="sphere" size="{h}" condim="6"',
+        "cube": f'type="box" size="{h} {h} {h}" mass="0.05"',
+        "cylinder": f'type="cylinder" size="0.02 {h}" mass="0.05"',
+        "ball": f'type="sphere" size="{h}" condim="6" mass="0.05"',
     }[shape]
+    collision = ""
+    if shape == "cylinder":
+        # Box pads squeezing a curved side off-centre wedge it out of the grip (it happens at
+        # 1.5 cm off-centre): the cylinder collides as its square prism, which grips as a cube.
+        geom = f'type="cylinder" size="0.02 {h}" contype="0" conaffinity="0" mass="0"'
+        collision = (f'\n      <geom name="{name}_collision" type="box" size="0.018 0.018 {h}" '
+                     f'mass="0.05" group="3" class="object"/>')
     return f"""
     <body name="{name}" pos="{px:.3f} {py:.3f} {h - 0.7 + 1e-4:.4f}">
       <freejoint name="{name}"/>
-      <geom name="{name}" {geom} rgba="{rgb} 1" mass="0.05" class="object"/>
+      <geom name="{name}" {geom} rgba="{rgb} 1" class="object"/>{collision}
     </body>"""
 
 
@@ -123,7 +130,9 @@ def build_mjcf(cameras: SceneCameras = SceneCameras()) -> str:
     return f"""
 <mujoco model="vla_ros_tabletop">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{PHYSICS_TIMESTEP}" cone="elliptic" impratio="10" integrator="implicitfast"/>
+  <option timestep="{PHYSICS_TIMESTEP}" cone="elliptic" impratio="10" integrator="implicitfast">
+    <flag multiccd="enable"/>
+  </option>
   <visual>
     <global offwidth="640" offheight="640"/>
     <quality shadowsize="0" offsamples="0"/>

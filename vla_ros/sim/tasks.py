@@ -31,7 +31,7 @@ INSTRUCTION_TEMPLATES = {
 
 MIN_GAP = 0.012  # free space between footprints
 # The open finger pads come down beside the target along world y; nothing else may stand there.
-PAD_KEEP_OUT = (0.016, 0.039, 0.065)  # half-width in x, nearest and farthest |y| from the target
+PAD_KEEP_OUT = (0.020, 0.039, 0.065)  # half-width in x, nearest and farthest |y| from the target
 PICK_LIFT = 0.05  # metres above its resting height that counts as picked up
 
 
