@@ -188,3 +188,49 @@ def test_diagnostics_and_status_are_published(rclpy_context):
         assert status["control_period_p99_s"] > 0 and status["inference_latency_p95_s"] > 0
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize(
+    "mode, action_name",
+    [("gripper_command_action", "GripperCommand"), ("parallel_gripper_action", "ParallelGripperCommand")],
+)
+def test_gripper_action_goals_are_sent_only_on_change(rclpy_context, mode, action_name):
+    import control_msgs.action
+    from rclpy.action import ActionServer
+
+    action_type = getattr(control_msgs.action, action_name, None)
+    if action_type is None:
+        pytest.skip(f"control_msgs has no {action_name} in this ROS distro")
+    rig = Rig(
+        rclpy_context,
+        gripper_output=mode,
+        gripper_topic="/test/gripper_cmd",
+        gripper_deadband=0.05,
+        **LIMIT_PARAMS,
+    )
+    goals = []
+
+    def execute(handle):
+        goals.append(handle.request.command)
+        handle.succeed()
+        return action_type.Result()
+
+    ActionServer(rig.robot, action_type, "/test/gripper_cmd", execute_callback=execute)
+    try:
+        _run_goal(rig, commands=100)
+        assert len(goals) >= 2, "the gripper target moved but no goal was sent"
+        ticks = len(rig.node.command_log)
+        assert len(goals) < ticks / 3, f"{len(goals)} goals for {ticks} ticks: not only on change"
+        if mode == "parallel_gripper_action":
+            assert list(goals[-1].name) == ["gripper"]
+            positions = [g.position[0] for g in goals]
+        else:
+            positions = [g.position for g in goals]
+            assert goals[-1].max_effort == pytest.approx(10.0)
+        assert all(GRIPPER_CLOSED <= p <= GRIPPER_OPEN for p in positions)
+        # consecutive goals differ by at least the deadband (in model units: 0.05 of the 0.04 m span)
+        assert np.all(np.abs(np.diff(positions)) >= 0.05 * abs(GRIPPER_OPEN - GRIPPER_CLOSED) - 1e-12)
+        arm = np.array([positions_of(m) for m in list(rig.robot.commands)])
+        assert arm.shape[1] == 5
+    finally:
+        rig.close()
