@@ -236,3 +236,11 @@ def test_shipped_configs_are_valid(name, arm_joints):
     )
     params.check_against_model(config, spec)
     assert len(config.position_lower) == arm_joints + 1
+
+
+def test_every_parameter_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "vla_node.md").read_text()
+    missing = [p.name for p in params.PARAMS if f"`{p.name}`" not in doc]
+    assert not missing, f"docs/vla_node.md lacks {missing}"
