@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
+    if args.out.exists() and not args.out.is_dir():
+        print(f"sim-collect: {args.out} exists and is not a directory", file=sys.stderr)
+        return 2
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         print(f"sim-collect: {args.out} exists and is not empty; pass --overwrite to replace it",
               file=sys.stderr)
