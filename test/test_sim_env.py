@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import mujoco
 import numpy as np
 import pytest
@@ -169,3 +171,15 @@ def test_ik_matches_forward_kinematics():
         np.testing.assert_allclose(abs(rot[1, 1]), 1.0, atol=1e-9)  # fingers close along world y
     with pytest.raises(UnreachableError, match="out of the arm's reach"):
         top_down_ik(np.array([0.6, 0.0, 0.0]))
+
+
+def test_passes_the_gymnasium_env_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    e = TabletopEnv(image_size=(32, 32))
+    try:
+        with warnings.catch_warnings():  # it warns that joint-state bounds are infinite; they are
+            warnings.simplefilter("ignore", UserWarning)
+            check_env(e, skip_render_check=True)  # spaces, seeding determinism, signatures
+    finally:
+        e.close()
