@@ -35,18 +35,24 @@ class TorchLoad:
     """Transformer-encoder forwards in a loop: many small GIL-holding ops and some heavy ones,
     like a model's inference thread."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, kind: str = "transformer") -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.torch = torch
         self.threads = threads
-        layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, batch_first=True)
-        self.model = torch.nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False).eval()
-        self.x = torch.randn(1, 96, 256)
+        self.kind = kind
         self.iterations = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="torch-load", daemon=True)
+        if kind == "matmul":  # one long GIL-free kernel per call: isolates Python-level GIL use
+            weight = torch.randn(768, 768)
+            self.model = lambda x: x @ weight
+            self.x = torch.randn(768, 768)
+            return
+        layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, batch_first=True)
+        self.model = torch.nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False).eval()
+        self.x = torch.randn(1, 96, 256)
 
     def _run(self) -> None:
         with self.torch.inference_mode():
@@ -141,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="control rate, Hz")
     parser.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
     parser.add_argument("--no-load", action="store_true", help="run without the torch inference load")
+    parser.add_argument("--load", choices=["transformer", "matmul"], default="transformer", help="load kind")
     parser.add_argument("--baseline", choices=["auto", "rclpy", "plain"], default="auto")
-    parser.add_argument("--realtime", action="store_true", help="ask for SCHED_FIFO (warns if not permitted)")
+    parser.add_argument(
+        "--no-realtime", action="store_true", help="do not ask for SCHED_FIFO (asked by default)"
+    )
     parser.add_argument(
         "--switch-interval-us", type=float, default=500.0, help="GIL switch interval; 0 keeps Python's 5 ms"
     )
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RuntimeConfig(
         control_rate_hz=args.rate,
         spin_s=args.spin_us * 1e-6,
-        realtime_priority=args.realtime,
+        realtime_priority=not args.no_realtime,
         gil_switch_interval_s=args.switch_interval_us * 1e-6 if args.switch_interval_us > 0 else None,
         max_starved_s=seconds + 10,
         observation_max_age_s=1.0,
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         commands[0] += 1
 
     runtime = Runtime(policy, config, on_command)
-    load = None if args.no_load else TorchLoad(torch_threads)
+    load = None if args.no_load else TorchLoad(torch_threads, args.load)
     baseline, baseline_note = make_baseline(args.rate, args.baseline)
 
     stop_feed = threading.Event()
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "rate_hz": args.rate,
         "cores": cores,
-        "load": "none" if load is None else f"torch TransformerEncoder 4x256, {torch_threads} threads",
+        "load": "none" if load is None else f"torch {args.load}, {torch_threads} threads",
         "load_iterations": 0 if load is None else load.iterations,
         "spin_us": args.spin_us,
         "gil_switch_interval_ms": sys.getswitchinterval() * 1e3,
