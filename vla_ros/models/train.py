@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     "torch_rng": torch.get_rng_state()}, state_path)
 
     t0 = time.monotonic()
-    running = None
+    running, interval = None, []
     bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=args.quiet,
                desc="train", dynamic_ncols=True)
     for step in bar:
@@ -267,14 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        value = loss.item()
+        interval.append(value)
+        running = value if running is None else 0.98 * running + 0.02 * value
         bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
         done = step + 1
         if done % args.val_every == 0 or done == args.steps:
             vl = validation_loss(model, val, *val_tok, args.batch_size) if val is not None else float("nan")
-            history.append({"step": done, "train_loss": running, "val_loss": vl,
+            train_loss = float(np.mean(interval))  # mean over the steps since the last validation
+            interval.clear()
+            history.append({"step": done, "train_loss": train_loss, "val_loss": vl,
                             "elapsed_s": round(time.monotonic() - t0, 1)})
-            tqdm.write(f"step {done}: train {running:.4f} val {vl:.4f}", file=sys.stderr)
+            tqdm.write(f"step {done}: train {train_loss:.4f} val {vl:.4f} "
+                       f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
             save(done, final=done == args.steps)
     if start_step >= args.steps:
         print(f"nothing to do: already at step {start_step}", file=sys.stderr)

@@ -60,18 +60,18 @@ class VLAConfig(PreTrainedConfig):
     chunk_size: int = 10  # H actions per prediction
     # vision tower (SigLIP)
     patch_size: int = 8
-    vision_width: int = 128
+    vision_width: int = 96
     vision_layers: int = 2
-    vision_heads: int = 4
-    vision_mlp: int = 256
+    vision_heads: int = 3
+    vision_mlp: int = 192
     pooled_grid: int = 4  # each camera -> pooled_grid**2 visual tokens
     # language model (Llama / SmolLM2-style decoder)
     vocab_size: int = 259  # byte tokenizer: 256 bytes + pad, bos, eos
     lm_width: int = 128
-    lm_layers: int = 4
+    lm_layers: int = 3
     lm_heads: int = 4
     lm_kv_heads: int = 2
-    lm_mlp: int = 384
+    lm_mlp: int = 256
     max_instruction_tokens: int = 320
     rope_theta: float = 10000.0
     # action head
@@ -146,9 +146,9 @@ class VLAConfig(PreTrainedConfig):
 # smolvla: SmolVLA scale (~450M): SigLIP-base-like 12 layers, SmolLM2-360M-like 16 layers,
 # a 0.75x-width flow expert; meant for GPUs and for SigLIP/SmolLM2 weights via from_backbones.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(image_size=64, patch_size=8, vision_width=128, vision_layers=2, vision_heads=4,
-                 vision_mlp=256, pooled_grid=4, lm_width=128, lm_layers=4, lm_heads=4, lm_kv_heads=2,
-                 lm_mlp=384, chunk_size=10, expert_width=96, expert_mlp=256),
+    "tiny": dict(image_size=64, patch_size=8, vision_width=96, vision_layers=2, vision_heads=3,
+                 vision_mlp=192, pooled_grid=4, lm_width=128, lm_layers=3, lm_heads=4, lm_kv_heads=2,
+                 lm_mlp=256, chunk_size=10, expert_width=96, expert_mlp=256),
     "tinyvla": dict(image_size=64, patch_size=8, vision_width=192, vision_layers=4, vision_heads=3,
                     vision_mlp=1536, pooled_grid=4, lm_width=256, lm_layers=4, lm_heads=4, lm_kv_heads=4,
                     lm_mlp=2560, chunk_size=10, expert_width=192, expert_mlp=768),
@@ -317,22 +317,43 @@ class VLAModel(PreTrainedModel):
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """One control step over the cached instruction -> normalised actions [B, H, A].
         The prefix cache is restored before returning (also on error)."""
-        obs = self.encode_observation(images, state)
-        B, n_obs, H = obs.shape[0], obs.shape[1], self.config.chunk_size
         try:
             if self.config.head == "regression":
-                tokens = torch.cat([obs, self._queries(B)], dim=1)
-                n = n_obs + H
-                hidden = self.language(inputs_embeds=tokens, attention_mask=self._extend_mask(prefix.mask, n),
-                                       position_ids=self._positions_after(prefix.mask, n),
-                                       cache=prefix.cache).last_hidden_state
-                return self.action_out(hidden[:, -H:]).float()
-            self.language(inputs_embeds=obs, attention_mask=self._extend_mask(prefix.mask, n_obs),
-                          position_ids=self._positions_after(prefix.mask, n_obs), cache=prefix.cache)
-            noise = self._noise(B, obs.device) if noise is None else noise
-            return self._euler(prefix.cache, self._extend_mask(prefix.mask, n_obs), noise.float())
+                return self._regression_step(prefix, images, state).float()
+            mask = self._observe(prefix, images, state)
+            noise = self._noise(images.shape[0], images.device) if noise is None else noise
+            return self._euler(prefix.cache, mask, noise.float())
         finally:
             prefix.restore()
+
+    def _regression_step(self, prefix: Prefix, images: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """[observation, action queries] over the prefix cache -> actions [B, H, A] (cache grows)."""
+        obs = self.encode_observation(images, state)
+        tokens = torch.cat([obs, self._queries(obs.shape[0])], dim=1)
+        n = tokens.shape[1]
+        hidden = self.language(inputs_embeds=tokens, attention_mask=self._extend_mask(prefix.mask, n),
+                               position_ids=self._positions_after(prefix.mask, n),
+                               cache=prefix.cache).last_hidden_state
+        return self.action_out(hidden[:, -self.config.chunk_size:])
+
+    def _observe(self, prefix: Prefix, images: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Append the observation's keys/values to the cache; returns the mask of [prefix, obs]."""
+        obs = self.encode_observation(images, state)
+        n = obs.shape[1]
+        self.language(inputs_embeds=obs, attention_mask=self._extend_mask(prefix.mask, n),
+                      position_ids=self._positions_after(prefix.mask, n), cache=prefix.cache)
+        return self._extend_mask(prefix.mask, n)
+
+    def shared_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Prefix:
+        """Training: encode each distinct instruction of a batch once (with gradients) and give every
+        row its instruction's keys/values. Exact for the same reason the inference cache is."""
+        rows = torch.cat([input_ids, attention_mask], dim=1)
+        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        L = input_ids.shape[1]
+        prefix = self.encode_instruction(unique[:, :L], unique[:, L:])
+        for layer in prefix.cache.layers:
+            layer.keys, layer.values = layer.keys[inverse], layer.values[inverse]
+        return Prefix(prefix.cache, attention_mask)
 
     def _noise(self, batch: int, device: torch.device,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -377,16 +398,18 @@ class VLAModel(PreTrainedModel):
                 state: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
                 ) -> dict[str, torch.Tensor]:
         """Training loss. actions: normalised targets [B, H, A]."""
+        prefix = self.shared_prefix(input_ids, attention_mask)
         if self.config.head == "regression":
-            pred = self._regression_forward(input_ids, attention_mask, images, state).float()
+            pred = self._regression_step(prefix, images, state).float()
             return {"loss": F.l1_loss(pred, actions), "pred": pred}
-        cache, mask = self._joint_cache(input_ids, attention_mask, images, state)
+        mask = self._observe(prefix, images, state)
         B = actions.shape[0]
         noise = self._noise(B, actions.device, generator)
         # pi0 / SmolVLA: t ~ Beta(1.5, 1) favours noisier times; x_t = t*noise + (1-t)*actions
-        t = torch.distributions.Beta(1.5, 1.0).sample((B,)).to(actions.device) * 0.999 + 0.001
+        beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
+        t = beta.sample((B,)).to(actions.device) * 0.999 + 0.001
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
-        v = self.velocity(x_t, t, cache, mask, offset=self.config.observation_tokens).float()
+        v = self.velocity(x_t, t, prefix.cache, mask, offset=self.config.observation_tokens).float()
         return {"loss": F.mse_loss(v, noise - actions), "pred": x_t - t[:, None, None] * v}
 
 

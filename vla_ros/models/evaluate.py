@@ -1,0 +1,216 @@
+"""`vla_ros eval`: offline action error and closed-loop success in the simulation (no ROS).
+
+Closed loop executes chunks receding-horizon: predict H actions, execute the first ``--execute``
+of them with ``env.step``, observe, predict again. Seeds start at ``--seed`` (training data used
+seeds below 100000 by default, so these episodes are unseen).
+
+``--ablation`` runs four variants on the same episodes: random actions, vision-only (instruction
+blanked), language-only (images blanked) and the full model, and prints a table.
+
+    vla_ros eval --checkpoint checkpoints/tiny --episodes 100 --ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
+
+EVAL_SEED = 100_000
+
+
+class BlankInstruction(Policy):
+    """Vision-only ablation: the model sees an empty instruction."""
+
+    def __init__(self, inner: Policy):
+        self.inner, self.spec = inner, inner.spec
+
+    def encode_instruction(self, text: str) -> InstructionContext:
+        return self.inner.encode_instruction("")
+
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        return self.inner.predict_chunk(observation, context)
+
+
+class BlankImages(Policy):
+    """Language-only ablation: every camera image is black."""
+
+    def __init__(self, inner: Policy):
+        self.inner, self.spec = inner, inner.spec
+
+    def encode_instruction(self, text: str) -> InstructionContext:
+        return self.inner.encode_instruction(text)
+
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        blank = {k: np.zeros_like(v) for k, v in observation.images.items()}
+        return self.inner.predict_chunk(Observation(observation.stamp, blank, observation.state), context)
+
+
+class RandomActions(Policy):
+    """Uniform random targets within mean ± 2 std of the training actions."""
+
+    def __init__(self, inner, seed: int = 0):
+        self.spec = inner.spec
+        norm = inner.ckpt.normalizer
+        self.low, self.high = norm.action_mean - 2 * norm.action_std, norm.action_mean + 2 * norm.action_std
+        self.rng = np.random.default_rng(seed)
+
+    def encode_instruction(self, text: str) -> InstructionContext:
+        return InstructionContext(text=text, num_tokens=0)
+
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        actions = self.rng.uniform(self.low, self.high, (self.spec.chunk_size, len(self.low)))
+        return ActionChunk(observation.stamp, actions, self.spec.action_period)
+
+
+@dataclass
+class Demo:
+    instruction: str
+    observations: list[dict]
+    actions: np.ndarray  # [T, A]
+
+
+def expert_demos(env, seeds: list[int]) -> list[Demo]:
+    """Held-out demonstrations from the scripted expert on unseen seeds (for action error)."""
+    demos = []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        observations, actions = [], []
+        while True:
+            action = env.expert_action()
+            observations.append(obs)
+            actions.append(action)
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        demos.append(Demo(info["instruction"], observations, np.asarray(actions, dtype=np.float64)))
+    return demos
+
+
+def action_error(policy: Policy, demos: list[Demo], action_std: np.ndarray, stride: int = 3) -> float:
+    """Mean L2 distance between predicted and demonstrated chunks, in normalised action units."""
+    errors = []
+    H = policy.spec.chunk_size
+    for demo in demos:
+        ctx = policy.encode_instruction(demo.instruction)
+        T = len(demo.actions)
+        for t in range(0, T, stride):
+            ob = demo.observations[t]
+            chunk = policy.predict_chunk(
+                Observation(t * policy.spec.action_period, ob["images"], ob["state"]), ctx
+            )
+            truth = demo.actions[np.minimum(np.arange(t, t + H), T - 1)]
+            errors.append(np.linalg.norm((chunk.actions - truth) / action_std, axis=-1).mean())
+    return float(np.mean(errors))
+
+
+def closed_loop(policy: Policy, env, seeds: list[int], execute: int) -> dict:
+    successes, steps = [], []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        policy.reset()
+        ctx = policy.encode_instruction(info["instruction"])
+        done, n = False, 0
+        while not done:
+            chunk = policy.predict_chunk(Observation(n * env.action_period, obs["images"], obs["state"]), ctx)
+            for action in chunk.actions[:execute]:
+                obs, _, terminated, truncated, info = env.step(action.astype(np.float32))
+                n += 1
+                done = terminated or truncated
+                if done:
+                    break
+        successes.append(bool(info["success"]))
+        steps.append(n)
+    return {
+        "success_rate": float(np.mean(successes)),
+        "successes": int(np.sum(successes)),
+        "episodes": len(seeds),
+        "mean_steps": float(np.mean(steps)),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vla_ros eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint directory (default: the default checkpoint)"
+    )
+    p.add_argument("--episodes", type=int, default=100, help="closed-loop episodes per variant")
+    p.add_argument("--offline-episodes", type=int, default=20, help="held-out expert demos for action error")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="first episode seed")
+    p.add_argument("--execute", type=int, default=0, help="actions executed per chunk (0 = half the chunk)")
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--task", default=None, help="task family (default: random per episode)")
+    p.add_argument("--ablation", action="store_true", help="random / vision-only / language-only / full")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from vla_ros.models.policy import load_policy
+    from vla_ros.sim import TabletopEnv
+
+    policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads)
+    spec = policy.spec
+    execute = args.execute or max(1, spec.chunk_size // 2)
+    env = TabletopEnv(
+        image_size=spec.image_size, action_period=spec.action_period, seed=0, max_steps=args.max_steps
+    )
+    if args.task:
+        env_reset = env.reset
+        env.reset = lambda seed=None, **kw: env_reset(seed=seed, task=args.task, **kw)  # one family only
+    seeds = [args.seed + i for i in range(args.episodes)]
+    demo_seeds = [args.seed + 50_000 + i for i in range(args.offline_episodes)]
+    demos = expert_demos(env, demo_seeds) if args.offline_episodes else []
+    variants = {"full": policy}
+    if args.ablation:
+        variants = {
+            "random": RandomActions(policy),
+            "vision-only": BlankInstruction(policy),
+            "language-only": BlankImages(policy),
+            "full": policy,
+        }
+    std = policy.ckpt.normalizer.action_std
+    rows = {}
+    for name, variant in variants.items():
+        t0 = time.monotonic()
+        err = action_error(variant, demos, std) if demos else float("nan")
+        result = closed_loop(variant, env, seeds, execute)
+        rows[name] = {"action_error": err, **result, "wall_s": round(time.monotonic() - t0, 1)}
+        print(
+            f"{name:>14}: action error {err:.3f}  success {result['successes']}/{result['episodes']}"
+            f"  ({time.monotonic() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print("\n| variant | action error (L2, normalised) | closed-loop success |\n|---|---|---|")
+    for name, r in rows.items():
+        success = f"{r['success_rate'] * 100:.0f}% ({r['successes']}/{r['episodes']})"
+        print(f"| {name} | {r['action_error']:.3f} | {success} |")
+    summary = {
+        "checkpoint": str(policy.ckpt.path),
+        "episodes": args.episodes,
+        "first_seed": args.seed,
+        "execute": execute,
+        "offline_episodes": args.offline_episodes,
+        "results": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
