@@ -281,3 +281,16 @@ def test_every_command_is_finite_in_limits_and_velocity_bounded(
             assert np.all(np.abs(c.positions - previous) <= max_velocity * PERIOD * (1 + 1e-9) + 1e-12)
         previous = c.positions
     assert len(h.results) <= 1
+
+
+def test_future_actions_are_relative_to_now_even_after_a_hold():
+    h = Harness(latency_s=0.4, execution="sync")  # sync: the robot holds during each inference
+    h.start()
+    assert h.rt.future_actions()[0].size == 0  # nothing buffered yet
+    h.run(1.9)
+    ahead, positions = h.rt.future_actions()
+    assert h.rt.stats()["execution_time_lag_s"] > 0.3  # the execution clock stood still meanwhile
+    assert ahead.size and np.all(ahead > 0) and np.all(np.diff(ahead) > 0) and ahead[-1] <= 1.0 + 1e-9
+    assert positions.shape == (ahead.size, 6)
+    h.rt.cancel_goal()
+    assert h.rt.future_actions()[0].size == 0

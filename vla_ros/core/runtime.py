@@ -343,6 +343,21 @@ class Runtime:
         )
         return out
 
+    def future_actions(self, at: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The active goal's buffered actions due after ``at`` (runtime clock; default now), as
+        (seconds ahead of ``at`` [n], positions [n, A]) before the safety filter. Empty when idle.
+
+        Seconds ahead assume the robot keeps executing (the buffer's axis is execution time)."""
+        buffer, spec = self._buffer, self._spec
+        dim = spec.action_dim if spec is not None else 0
+        goal = self.runner.active()
+        if buffer is None or goal is None or buffer.tag != goal.goal_id:
+            return np.zeros(0), np.zeros((0, dim))
+        exec_at = self.execution_clock.at(self.clock() if at is None else at)
+        times, values = buffer.snapshot()
+        ahead = times > exec_at
+        return times[ahead] - exec_at, values[ahead]
+
     # single steps (the threads call these; tests may call them with a fake clock) ----------
     def infer_once(self) -> bool:
         """One inference-worker step: infer if the refill rule says so; True if a chunk landed."""

@@ -265,17 +265,16 @@ class VlaNode(LifecycleNode):
     def _future(self, command: Command) -> list[tuple[float, np.ndarray]] | None:
         """trajectory_mode=buffer: the buffered actions after this tick, as (seconds ahead, positions).
 
-        Runtime has no public accessor for its buffer, so this reads a snapshot of it (read-only,
-        under the buffer's lock) and chains the points through the core's own SafetyFilter with
-        the velocity limit scaled to each point's time gap, so no point of the trajectory is one
-        the control loop itself would refuse.
+        Reads ``Runtime.future_actions`` (seconds ahead of the command; the buffer itself is on
+        the core's execution clock, not the runtime clock) and chains the points through the
+        core's own SafetyFilter with the velocity limit scaled to each point's time gap, so no
+        point of the trajectory is one the control loop itself would refuse.
         """
-        buffer = getattr(self.runtime, "_buffer", None)
-        if command.held or buffer is None:
+        if command.held:
             return None
-        times, values = buffer.snapshot()
-        ahead = times > command.stamp
-        times, values = times[ahead][: self._future_points], values[ahead][: self._future_points]
+        ahead, values = self.runtime.future_actions(command.stamp)
+        times = command.stamp + ahead[: self._future_points]
+        values = values[: self._future_points]
         limits = self._future_filter.limits  # its max_step is the velocity limit (per second)
         points, previous, previous_t = [], command.positions, command.stamp
         for t, target in zip(times, values, strict=True):
