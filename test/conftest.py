@@ -9,11 +9,15 @@
 - launch_testing tests live in files named test_launch_*.py: launch_testing's pytest plugin imports
   every collected module to look for a launch test, which here would import torch and transformers
   for every `pytest -k` run; `pytest_pycollect_makemodule` below lets it see only those files.
+- triton (torch's compiler backend, imported by transformers) is loaded first: loading it after
+  MuJoCo made an EGL context (Mesa's llvmpipe loads its own libLLVM) segfaults the process, and
+  the suite renders before it builds models.
 - Fixture `rclpy_context`: an initialised rclpy Context of its own, shut down afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -22,6 +26,9 @@ import pytest
 # MuJoCo picks its GL backend when first imported, and a test module may import mujoco before
 # vla_ros.sim sets this: headless EGL unless the caller chose otherwise.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+with contextlib.suppress(ImportError):  # see the module docstring; 0.2 s; absent on some builds
+    import triton  # noqa: F401
 
 # Set before anything imports rclpy; launched child processes inherit os.environ.
 if not os.environ.get("ROS_DOMAIN_ID"):
