@@ -174,3 +174,55 @@ def test_reset_uses_the_seed_parameter_and_is_reproducible(sim):
     time.sleep(0.3)
     assert np.allclose(client.joints(), home, atol=1e-3)
     assert node.get_parameter("seed").value == 12  # the next reset takes the next seed
+
+
+@pytest.mark.ros
+def test_sim_time_stamps_with_clock_and_compressed_images():
+    """stamp_source:=sim publishes /clock and stamps every message on it; JPEG frames decode."""
+    rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
+    import cv2
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CompressedImage, JointState
+
+    from vla_ros.ros.sim_robot_node import SimRobotNode
+
+    context = Context()
+    rclpy.init(context=context)
+    node = SimRobotNode(context=context, namespace="/simtime", parameter_overrides=[
+        Parameter("stamp_source", value="sim"), Parameter("publish_compressed", value=True),
+        Parameter("publish_raw", value=False), Parameter("joint_states_topic", value="joint_states")])
+    listener = rclpy.create_node("simtime_listener", context=context)
+    got: dict[str, list] = {"clock": [], "joints": [], "jpeg": []}
+    listener.create_subscription(Clock, "/clock", lambda m: got["clock"].append(m.clock), 100)
+    listener.create_subscription(JointState, "/simtime/joint_states", lambda m: got["joints"].append(m), 100)
+    listener.create_subscription(CompressedImage, "/simtime/scene/image_raw/compressed",
+                                 lambda m: got["jpeg"].append(m), 10)
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor.add_node(node)
+    executor.add_node(listener)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (len(got["joints"]) > 20 and got["jpeg"]):
+            time.sleep(0.05)
+        node_topics = {name for name, _ in node.get_topic_names_and_types()}
+    finally:
+        node.shutdown()
+        executor.shutdown()
+        listener.destroy_node()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    seconds = lambda t: t.sec + t.nanosec * 1e-9  # noqa: E731
+    clock = [seconds(t) for t in got["clock"]]
+    stamps = [seconds(m.header.stamp) for m in got["joints"]]
+    assert len(stamps) > 20 and clock, got.keys()
+    assert clock == sorted(clock) and clock[-1] > clock[0]  # sim time only moves forward
+    assert max(stamps) < 100.0  # simulated seconds since start-up, not the wall clock's ~1.7e9
+    assert all(any(abs(s - c) < 1e-6 for c in clock) for s in stamps[:10])  # stamps are /clock instants
+    frame = cv2.imdecode(np.frombuffer(bytes(got["jpeg"][-1].data), np.uint8), cv2.IMREAD_COLOR)
+    assert frame.shape == (64, 64, 3) and frame.std() > 0
+    assert "/simtime/scene/image_raw" not in node_topics  # publish_raw:=false
