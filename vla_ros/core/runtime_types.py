@@ -82,6 +82,9 @@ class RuntimeConfig:
     stop_timeout_s: float = 2.0  # how long stop() waits for each thread
 
     # starvation and staleness
+    # hold_last: repeat the last command; hold_measured: go (velocity-limited) to the measured
+    # position; zero_velocity: hold the last command, named for velocity-interface controllers,
+    # which the ROS shell then sends zero velocities (positions-only commands cannot tell it apart)
     starvation_policy: StarvationPolicy = "hold_last"
     max_starved_s: float = 1.0  # starved longer than this under a goal -> fault
     observation_max_age_s: float = 0.5  # an observation older than this is stale
