@@ -26,6 +26,9 @@ from vla_ros.core.fixtures import ARM_JOINTS, ScriptedPolicy
 from vla_ros.ros.vla_node import VlaNode
 
 CAMERAS = ("scene", "wrist")
+# Not "vla_node": the launch tests look that name up in the same DDS domain, and a node destroyed in
+# this process can linger in discovery for a while.
+NODE_NAME = "rig_vla"
 
 
 def node_parameters(**overrides) -> list[Parameter]:
@@ -61,7 +64,7 @@ class FakeRobot(Node):
         image_size=(48, 64),
         compressed=(),
         joint_names=(*ARM_JOINTS, "gripper"),
-        node_name: str = "vla_node",
+        node_name: str = "rig_vla",
     ) -> None:
         super().__init__("fake_robot", context=context)
         self.joint_names = list(joint_names)
@@ -155,7 +158,7 @@ class Rig:
     def __init__(self, context, policy=None, robot_kwargs=None, **params) -> None:
         self.policy = policy or ScriptedPolicy()
         self.node = VlaNode(
-            policy=self.policy, context=context, parameter_overrides=node_parameters(**params)
+            NODE_NAME, policy=self.policy, context=context, parameter_overrides=node_parameters(**params)
         )
         self.robot = FakeRobot(context, **(robot_kwargs or {}))
         self.executor = MultiThreadedExecutor(num_threads=3, context=context)

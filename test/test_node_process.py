@@ -110,7 +110,7 @@ def test_action_server_goal_feedback_cancel_and_result(rclpy_context):
     try:
         rig.start()
         wait_ready(rig)
-        client = ActionClient(rig.robot, _ACTION, "/vla_node/execute_instruction")
+        client = ActionClient(rig.robot, _ACTION, "/rig_vla/execute_instruction")
         assert client.wait_for_server(timeout_sec=5.0)
         feedback = []
         goal = interface_fields.fill(

@@ -160,6 +160,17 @@ class CommandOutput:
         self._gripper_client.send_goal_async(goal)
         self._last_gripper_goal = model_value
 
+    def flush(self, timeout_s: float = 0.5) -> bool:
+        """Wait until reliable subscribers acknowledged what was published (the final hold must
+        arrive even when the process exits right after)."""
+        from rclpy.duration import Duration
+
+        ok = True
+        for pub in (self._pub, self._gripper_pub):
+            if pub is not None:
+                ok = pub.wait_for_all_acked(Duration(seconds=timeout_s)) and ok
+        return ok
+
     def destroy(self) -> None:
         for entity in (self._pub, self._gripper_pub):
             if entity is not None:

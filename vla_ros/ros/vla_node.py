@@ -228,6 +228,10 @@ class VlaNode(LifecycleNode):
             self.runtime = None
             if self.output is not None and self._last_positions is not None:
                 self.output.publish(self._last_positions)
+                if not self.output.flush():
+                    self.get_logger().warning(
+                        "the final hold command was not acknowledged by every subscriber"
+                    )
 
     def _release(self) -> None:
         if self.output is not None:
