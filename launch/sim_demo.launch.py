@@ -24,7 +24,7 @@ import os
 
 import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -44,6 +44,7 @@ def _nodes(context, *_args, **_kwargs):
     task = value("task")
     sim = Node(
         package="vla_ros", executable="sim_robot_node", name="sim_robot", output="screen",
+        on_exit=Shutdown(reason="sim_robot_node exited"),  # one half of the loop alone is useless
         parameters=[{"seed": int(value("seed")), "task": "" if task == "any" else task,
                      "camera_rate_hz": float(value("camera_rate_hz")),
                      "stamp_source": value("stamp_source")}],
@@ -60,6 +61,7 @@ def _nodes(context, *_args, **_kwargs):
     overrides.update(extra)
     vla = Node(
         package="vla_ros", executable="vla_node", name="vla_node", output="screen",
+        on_exit=Shutdown(reason="vla_node exited"),
         parameters=[value("params_file"), overrides],
         arguments=["--ros-args", "--log-level", value("log_level")],
         sigterm_timeout="10",  # the node holds the arm and stops its threads on SIGINT/SIGTERM

@@ -24,7 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-from vla_ros.ros.sim_session import EpisodeClient, SimStack, Trace, launch_file, summarize
+from vla_ros.ros.sim_session import (
+    EpisodeClient,
+    SimStack,
+    Trace,
+    launch_file,
+    refuse_second_stack,
+    summarize,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,17 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM (e.g. from a CI timeout) takes the same clean path as Ctrl-C.
+    # Ctrl-C and SIGTERM (e.g. a CI timeout) both raise KeyboardInterrupt here, and rclpy's own
+    # handlers stay off: they would shut the client's context down and leave us waiting blind.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     t_begin = time.monotonic()
     stack = SimStack(_launch_args(args, checkpoint), log_path=out / "launch.log")
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     client = recorder = None
     code = 0
     try:
-        stack.start()
         client = EpisodeClient("vla_ros_demo", record_frames=not args.no_video)
+        refuse_second_stack(client)
+        stack.start()
         print(f"demo: starting the simulated robot and vla_node ({checkpoint}); log: {out / 'launch.log'}")
         client.wait_ready(args.startup_timeout, alive=stack.alive)
         t_ready = time.monotonic()

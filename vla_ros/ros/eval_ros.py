@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from vla_ros.ros.sim_session import EpisodeClient, SimStack, summarize
+from vla_ros.ros.sim_session import EpisodeClient, SimStack, refuse_second_stack, summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"eval-ros: {exc}\n  build the default checkpoint with `make checkpoint`", file=sys.stderr)
         return 2
+    # Ctrl-C and SIGTERM (e.g. a CI timeout) both raise KeyboardInterrupt here, and rclpy's own
+    # handlers stay off: they would shut the client's context down and leave us waiting blind.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     overrides = {"extra_latency_s": args.extra_latency_ms / 1000.0} if args.extra_latency_ms > 0 else {}
     launch_args = {"checkpoint": checkpoint, "seed": args.seed, "task": args.task,
@@ -68,14 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"checkpoint": checkpoint, "execution": launch_args["execution"],
                 "extra_latency_ms": args.extra_latency_ms, "seed": args.seed, "task": args.task,
                 "timeout_s": args.timeout}
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     client = None
     results = []
     t_begin = time.monotonic()
     code = 0
     try:
-        stack.start()
         client = EpisodeClient("vla_ros_eval_ros")
+        refuse_second_stack(client)
+        stack.start()
         client.wait_ready(args.startup_timeout, alive=stack.alive)
         print(f"eval-ros: stack ready after {time.monotonic() - t_begin:.1f} s; {settings}", flush=True)
         for i in range(args.episodes):

@@ -303,6 +303,12 @@ class EpisodeClient:
         self._wait(future.done, timeout_s, what)
         return future.result()
 
+    def running_stack_nodes(self, discovery_s: float = 1.5) -> list[str]:
+        """sim_robot / vla_node already on this ROS domain (a second stack would mix with them)."""
+        time.sleep(discovery_s)
+        names = {f"{ns.rstrip('/')}/{name}" for name, ns in self.node.get_node_names_and_namespaces()}
+        return sorted(names & {VLA_NODE, SIM_NODE})
+
     def wait_ready(self, timeout_s: float = 180.0, alive=lambda: True) -> None:
         """Until vla_node reports an active, idle runtime and the sim has published its task."""
         def ready():
@@ -441,6 +447,15 @@ class EpisodeClient:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
+
+
+def refuse_second_stack(client: EpisodeClient) -> None:
+    """Raise if a sim_robot / vla_node already runs on this ROS domain (they would mix with ours)."""
+    running = client.running_stack_nodes()
+    if running:
+        domain = os.environ.get("ROS_DOMAIN_ID", "0")
+        raise RuntimeError(f"{', '.join(running)} already running on ROS_DOMAIN_ID={domain}; a second "
+                           "simulated stack would mix with it: stop it, or set another ROS_DOMAIN_ID")
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict:
