@@ -86,7 +86,7 @@ class BagRecorder:
     """
 
     def __init__(self, node, path: str | Path, topics: Mapping[str, str], depth: int = 100):
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rosidl_runtime_py.utilities import get_message
 
         self.path = Path(path)
@@ -102,14 +102,20 @@ class BagRecorder:
         self._connections = {}
         self._subs = []
         for topic, msgtype in topics.items():
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
             # A best-effort subscription also hears reliable publishers; a reliable one would not
             # hear best-effort (sensor-data) publishers, so only use reliable when all are reliable.
-            reliability = ReliabilityPolicy.RELIABLE
-            for info in node.get_publishers_info_by_topic(topic):
-                if info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT:
-                    reliability = ReliabilityPolicy.BEST_EFFORT
-            qos = QoSProfile(depth=depth, reliability=reliability)
+            # Latched (transient-local) topics, e.g. an instruction, need a transient-local
+            # subscription to get the message sent before we joined, and keep that in the bag.
+            publishers = node.get_publishers_info_by_topic(topic)
+            best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in publishers)
+            latched = bool(publishers) and all(
+                i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in publishers)
+            reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
+            durability = DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE
+            qos = QoSProfile(depth=depth, reliability=reliability, durability=durability)
+            self._connections[topic] = self._writer.add_connection(
+                topic, msgtype, typestore=self.typestore,
+                offered_qos_profiles=[_bag_qos(best_effort, latched)])
             self._subs.append(node.create_subscription(
                 get_message(msgtype), topic, lambda raw, t=topic: self._on_message(t, raw), qos, raw=True))
 
@@ -130,6 +136,17 @@ class BagRecorder:
                 self.node.destroy_subscription(sub)
             self._writer.close()
         return self.counts
+
+
+def _bag_qos(best_effort: bool, latched: bool):
+    """The offered QoS stored in the bag's metadata (bag-replay re-latches transient-local topics)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    infinite = QosTime(0x7FFFFFFF, 0xFFFFFFFF)
+    return Qos(QosHistory.KEEP_LAST, 1 if latched else 10,
+               QosReliability.BEST_EFFORT if best_effort else QosReliability.RELIABLE,
+               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+               infinite, infinite, QosLiveliness.AUTOMATIC, infinite, False)
 
 
 def discover_types(node, topics: Iterable[str], timeout_s: float = 5.0) -> dict[str, str]:
