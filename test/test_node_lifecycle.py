@@ -156,6 +156,8 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
             ["'joint_names'", "['j1', 'j2', 'j3']", "6 action dimensions"],
         ),
         ({"control_rate_hz": 5000.0}, ["'control_rate_hz'", "(0, 1000]"]),
+        ({"output_topic": "/arm controller/commands"}, ["'output_topic'", "not a valid ROS name"]),
+        ({"cameras.wrist.topic": "/2cam/image"}, ["'cameras.wrist.topic'", "must not start with a number"]),
     ],
 )
 def test_bad_configuration_fails_configure_with_the_reason(rclpy_context, overrides, words):

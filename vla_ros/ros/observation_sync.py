@@ -111,6 +111,7 @@ class ObservationInput:
         self.ingest: collections.deque[float] = collections.deque(maxlen=1000)  # arrival -> submitted
         self.skipped = collections.Counter()
         self.observations = 0
+        self.last_stamp: float | None = None  # runtime-clock stamp of the latest observation
         self._subscribers = []
         for cam in config.cameras:
             msg_type = Image if cam.transport == "raw" else CompressedImage
@@ -164,6 +165,7 @@ class ObservationInput:
         stamp = self._to_runtime_clock(oldest)
         self.ages.append(arrival - stamp)
         self._on_observation(Observation(stamp=stamp, images=images, state=state))
+        self.last_stamp = stamp
         self.observations += 1
         self.ingest.append(self._clock() - arrival)
 
@@ -171,6 +173,10 @@ class ObservationInput:
         """Inputs (camera names, "joint_states") with nothing for longer than ``max_silence_s``."""
         now = self._clock()
         return [name for name, meter in self.meters.items() if meter.silence_s(now) > max_silence_s]
+
+    def observation_age(self) -> float:
+        """Seconds since the latest observation's stamp (inf before the first)."""
+        return self._clock() - self.last_stamp if self.last_stamp is not None else float("inf")
 
     def rates(self) -> dict[str, float]:
         now = self._clock()

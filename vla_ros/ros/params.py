@@ -440,11 +440,13 @@ def validate(
     values: dict[str, Any],
     cameras: dict[str, dict[str, Any]],
     urdf_limits: Callable[[str, list[str]], list] | None = None,
+    topic_check: Callable[[str], None] | None = None,
 ) -> NodeConfig:
     """Check every value against its table entry and the cross-parameter rules.
 
     ``cameras`` maps camera name -> {"topic": ..., "transport": ...}. ``urdf_limits`` (xml, joints)
-    -> [JointLimit] is injected so this stays free of XML parsing concerns.
+    -> [JointLimit] and ``topic_check`` (name; raises on an invalid topic name) are injected so
+    this stays free of XML parsing and rclpy.
     """
     values = {p.name: _coerce(p, values.get(p.name, p.default)) for p in PARAMS}
     for p in PARAMS:
@@ -471,6 +473,20 @@ def validate(
                 raise _fail(Param(f"cameras.{name}.{p.name}", p.default, p.description, p.valid), value)
         camera_configs.append(CameraConfig(name, cam["topic"], cam.get("transport", "raw")))
 
+    if topic_check is not None:
+        topics = {"joint_states_topic": values["joint_states_topic"], "output_topic": values["output_topic"]}
+        topics |= {f"cameras.{c.name}.topic": c.topic for c in camera_configs}
+        if values["success_topic"]:
+            topics["success_topic"] = values["success_topic"]
+        if values["gripper_output"] not in ("with_arm", "none"):
+            topics["gripper_topic"] = values["gripper_topic"]
+        for name, topic in topics.items():
+            try:
+                topic_check(topic)
+            except Exception as exc:
+                raise ConfigError(
+                    f"parameter '{name}' = {topic!r} is not a valid ROS name: {str(exc).splitlines()[0]}"
+                ) from None
     lower, upper, velocity = (list(values[k]) for k in ("position_lower", "position_upper", "velocity_limit"))
     if values["use_urdf_limits"] and values["robot_description"] and urdf_limits is not None:
         try:
@@ -568,4 +584,6 @@ def read_config(node) -> NodeConfig:
         name: {p.name: node.get_parameter(f"cameras.{name}.{p.name}").value for p in CAMERA_PARAMS}
         for name in values["camera_names"]
     }
-    return validate(values, cameras, limits_for)
+    from rclpy.validate_topic_name import validate_topic_name
+
+    return validate(values, cameras, limits_for, validate_topic_name)

@@ -177,18 +177,22 @@ class VlaNode(LifecycleNode):
             self.runtime = None
             return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
         gripper = GripperMap(config.gripper_open_position, config.gripper_closed_position)
-        self.inputs = ObservationInput(
-            self,
-            config,
-            spec.image_size,
-            gripper,
-            self._on_observation,
-            self._on_joint_state,
-            self._on_problem,
-            clock=self._runtime_clock,
-        )
-        if config.success_topic:
-            self._success_sub = self.create_subscription(Bool, config.success_topic, self._on_success, 10)
+        try:
+            self.inputs = ObservationInput(
+                self,
+                config,
+                spec.image_size,
+                gripper,
+                self._on_observation,
+                self._on_joint_state,
+                self._on_problem,
+                clock=self._runtime_clock,
+            )
+            if config.success_topic:
+                self._success_sub = self.create_subscription(Bool, config.success_topic, self._on_success, 10)
+        except Exception as exc:  # e.g. an invalid topic name
+            self._stop_runtime()
+            return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
         self.get_logger().info("active: inputs subscribed, runtime running")
         return super().on_activate(state)
 
@@ -462,13 +466,12 @@ class VlaNode(LifecycleNode):
         inputs, config = self.inputs, self.config
         if inputs is None or config is None:
             return build_statuses(self.get_name(), fields, {}, [], 0.0, {}, list(self._problems), 50.0)
-        ages = list(inputs.ages)
         return build_statuses(
             self.get_name(),
             fields,
             inputs.rates(),
             inputs.silent_inputs(config.max_observation_age_s),
-            float(np.median(ages)) if ages else float("nan"),
+            inputs.observation_age(),
             dict(inputs.skipped),
             list(self._problems),
             config.control_rate_hz,
