@@ -109,6 +109,8 @@ class ObservationInput:
         self.meters = {name: RateMeter() for name in [*self.camera_names, "joint_states"]}
         self.ages: collections.deque[float] = collections.deque(maxlen=1000)  # stamp -> arrival, seconds
         self.ingest: collections.deque[float] = collections.deque(maxlen=1000)  # arrival -> submitted
+        # (stamp, set complete, submitted) per observation, runtime clock: for latency breakdowns
+        self.timeline: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=1000)
         self.skipped = collections.Counter()
         self.observations = 0
         self.last_stamp: float | None = None  # runtime-clock stamp of the latest observation
@@ -167,7 +169,9 @@ class ObservationInput:
         self._on_observation(Observation(stamp=stamp, images=images, state=state))
         self.last_stamp = stamp
         self.observations += 1
-        self.ingest.append(self._clock() - arrival)
+        submitted = self._clock()
+        self.ingest.append(submitted - arrival)
+        self.timeline.append((stamp, arrival, submitted))
 
     def silent_inputs(self, max_silence_s: float) -> list[str]:
         """Inputs (camera names, "joint_states") with nothing for longer than ``max_silence_s``."""
