@@ -17,7 +17,8 @@ else
   "$python" -m venv .venv
 fi
 
-pip=(.venv/bin/python -m pip install --disable-pip-version-check)
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+echo "setup_venv: pip install -e .[all] (a fresh .venv downloads about 3.5 GB, mostly torch)"
 "${pip[@]}" -e ".[all]"
 
 # A system ROS 2 counts only if its rclpy imports into this venv's Python (a sourced Humble built
@@ -31,6 +32,7 @@ else
   # --no-deps: the wheel's metadata pins Isaac Sim packages we do not need; its ROS runtime needs
   # only lark (rosidl_parser), argcomplete and psutil (ros2cli), pytest < 9 (launch_testing's
   # plugin) and empy 3 (rosidl_adapter's .msg -> .idl templates, as in Humble and Jazzy).
+  echo "setup_venv: no usable system ROS 2; installing the isaacsim-ros2 wheel's Jazzy/Humble runtime"
   "${pip[@]}" --no-deps "isaacsim-ros2==6.2.0.0"
   "${pip[@]}" lark argcomplete psutil "pytest<9" "empy>=3.3.4,<4"
 fi
