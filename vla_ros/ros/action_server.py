@@ -60,10 +60,11 @@ class ExecuteInstructionServer:
                 if runtime is None or not runtime.cancel_goal(decision.goal_id):
                     time.sleep(period)  # the goal ended meanwhile; its result is on its way
                 continue
-            if not handle.is_active:
-                break
             runtime = self._node.runtime
-            if runtime is not None:
+            if runtime is None:  # deactivated: the runtime's "shutdown" result is on its way or gone
+                result = self._node.wait_result(decision.goal_id, timeout_s=1.0)
+                break
+            if handle.is_active:
                 fb = runtime.feedback()
                 handle.publish_feedback(
                     fields.fill(
@@ -71,13 +72,14 @@ class ExecuteInstructionServer:
                         fields.EXECUTE_FEEDBACK,
                         step=fb.step,
                         elapsed_s=fb.elapsed_s,
-                        inference_latency_s=fb.latency_s,
+                        inference_latency_s=fb.latency_s if fb.latency_s == fb.latency_s else 0.0,
                         actions_buffered=max(fb.buffered, 0),
                         state=fb.state,
                     )
                 )
         if result is None:
-            handle.abort()
+            if handle.is_active:
+                handle.abort()
             return self._result(
                 success=False, termination_reason="shutdown", message="node stopped", steps=0, duration_s=0.0
             )

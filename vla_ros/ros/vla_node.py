@@ -499,7 +499,8 @@ def main(argv: list[str] | None = None, policy: Policy | None = None) -> int:
     if (args.autostart or node.get_parameter("autostart").value) and not node.autostart():
         node.get_logger().fatal(f"autostart failed: {node.last_error}")
         code = 1
-    executor = MultiThreadedExecutor(num_threads=3)
+    # Threads: inputs and services, plus one per running action goal (two while one preempts another).
+    executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
         while code == 0 and not stop.is_set() and rclpy.ok():
