@@ -16,7 +16,7 @@ Accepts, like a ForwardCommandController / JointTrajectoryController pair:
   <gripper_controller>/commands     std_msgs/Float64MultiArray: [gripper 0..1]
 Services:
   ~/reset  std_srvs/Trigger: new scene with the `seed` parameter's value (then seed += 1), task
-           family from the `task` parameter ("" = random); the response message is the episode JSON.
+           family from the `task` parameter ("" or "any" = random); the response message is the episode JSON.
 
 Physics runs in real time (times real_time_factor) in its own thread, which also renders and
 publishes the sensors at their rates; ROS callbacks only change the commanded target.
@@ -258,7 +258,8 @@ def _node_class():
             from rclpy.parameter import Parameter
 
             seed = int(self.get_parameter("seed").value)
-            task = self.get_parameter("task").value or None
+            task = self.get_parameter("task").value
+            task = None if task in ("", "any") else task
             obs, info = env.reset(seed=seed, task=task)
             episode = {"seed": seed, "task": info.get("task", {}), "instruction": info["instruction"],
                        "time_limit_s": round(env.max_steps * env.action_period, 6)}
