@@ -190,11 +190,17 @@ def test_lifecycle_transitions(rclpy_context):
         sent = node.commands_published
         rig.wait_for(lambda: rig.robot.command_count() >= sent + 1, 5.0, "the hold after deactivate")
         assert node.commands_published == sent  # no control loop any more
+        from rclpy.parameter import Parameter
+
+        refused = node.set_parameters([Parameter("control_rate_hz", value=20.0)])[0]
+        assert not refused.successful and "apply at configure" in refused.reason
         assert node.trigger_cleanup() == SUCCESS
         assert node.policy is None and node.config is None and node.output is None
+        assert node.set_parameters([Parameter("control_rate_hz", value=25.0)])[0].successful
         # and back up again from scratch
         assert node.trigger_configure() == SUCCESS
         assert node.trigger_activate() == SUCCESS
+        assert node.config.control_rate_hz == 25.0  # the change made while unconfigured applies
         before = rig.robot.command_count()
         rig.wait_for(lambda: rig.robot.command_count() > before + 5, 5.0, "commands after reactivation")
         assert node.trigger_shutdown() == SUCCESS

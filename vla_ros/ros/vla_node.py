@@ -125,6 +125,19 @@ class VlaNode(LifecycleNode):
         self.create_service(SetBool, "~/estop", self._on_estop)
         self._action_server = None
         self._start_action_server()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, changes):
+        """Parameters take effect at configure; a change after it would be silently ignored, so refuse it."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        ours = [p.name for p in changes if p.name in params.PARAMS_BY_NAME or p.name.startswith("cameras.")]
+        if self.config is not None and ours:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{ours} apply at configure: deactivate and clean up, set them, configure again",
+            )
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
