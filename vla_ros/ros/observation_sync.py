@@ -25,6 +25,22 @@ from vla_ros.ros.outputs import GripperMap
 from vla_ros.ros.params import NodeConfig
 
 
+def no_event_handlers():
+    """Subscription options without rclpy's default QoS event handlers.
+
+    Destroying a subscription while a MultiThreadedExecutor builds its wait set can hit an rclpy race
+    on those handlers (InvalidHandle "cannot use Destroyable because destruction was requested" in
+    event_handler.add_to_wait_set), killing the spinning thread. The node destroys its input
+    subscriptions on every deactivate, and best-effort volatile subscriptions match every publisher,
+    so the default "incompatible QoS" handler has nothing to report anyway.
+    """
+    try:
+        from rclpy.event_handler import SubscriptionEventCallbacks  # Jazzy and later
+    except ImportError:
+        from rclpy.qos_event import SubscriptionEventCallbacks  # Humble
+    return {"event_callbacks": SubscriptionEventCallbacks(use_default_callbacks=False)}
+
+
 class MissingJointError(ValueError):
     """A JointState lacks joints the model needs (the message names them)."""
 
@@ -117,11 +133,17 @@ class ObservationInput:
         self._subscribers = []
         for cam in config.cameras:
             msg_type = Image if cam.transport == "raw" else CompressedImage
-            sub = message_filters.Subscriber(node, msg_type, cam.topic, qos_profile=qos_profile_sensor_data)
+            sub = message_filters.Subscriber(
+                node, msg_type, cam.topic, qos_profile=qos_profile_sensor_data, **no_event_handlers()
+            )
             sub.registerCallback(self._arrival(cam.name))
             self._subscribers.append(sub)
         joints = message_filters.Subscriber(
-            node, JointState, config.joint_states_topic, qos_profile=qos_profile_sensor_data
+            node,
+            JointState,
+            config.joint_states_topic,
+            qos_profile=qos_profile_sensor_data,
+            **no_event_handlers(),
         )
         joints.registerCallback(self._joint_state)
         self._subscribers.append(joints)

@@ -17,6 +17,17 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_ros.ros.params import NodeConfig
 
 
+def _no_event_handlers() -> dict:
+    """Publisher options without rclpy's default QoS event handlers: destroying a publisher (cleanup)
+    while a MultiThreadedExecutor builds its wait set can hit an rclpy race on them that kills the
+    spinning thread (see observation_sync.no_event_handlers)."""
+    try:
+        from rclpy.event_handler import PublisherEventCallbacks  # Jazzy and later
+    except ImportError:
+        from rclpy.qos_event import PublisherEventCallbacks  # Humble
+    return {"event_callbacks": PublisherEventCallbacks(use_default_callbacks=False)}
+
+
 def _duration(seconds: float) -> Duration:
     whole = int(seconds)
     return Duration(sec=whole, nanosec=int(round((seconds - whole) * 1e9)))
@@ -55,18 +66,24 @@ class CommandOutput:
         self.published = 0
         if self.dry_run:
             # Nothing reaches the robot; what would have been sent goes to ~/dry_run/commands.
-            self._pub = node.create_publisher(Float64MultiArray, "~/dry_run/commands", 10)
+            self._pub = node.create_publisher(
+                Float64MultiArray, "~/dry_run/commands", 10, **_no_event_handlers()
+            )
             return
         message_type = {
             "position_array": Float64MultiArray,
             "joint_trajectory": JointTrajectory,
             "joint_state": JointState,
         }[config.output_mode]
-        self._pub = node.create_publisher(message_type, config.output_topic, 10)
+        self._pub = node.create_publisher(message_type, config.output_topic, 10, **_no_event_handlers())
         if self._gripper_mode == "array":
-            self._gripper_pub = node.create_publisher(Float64MultiArray, config.gripper_topic, 10)
+            self._gripper_pub = node.create_publisher(
+                Float64MultiArray, config.gripper_topic, 10, **_no_event_handlers()
+            )
         elif self._gripper_mode == "trajectory":
-            self._gripper_pub = node.create_publisher(JointTrajectory, config.gripper_topic, 10)
+            self._gripper_pub = node.create_publisher(
+                JointTrajectory, config.gripper_topic, 10, **_no_event_handlers()
+            )
         elif self._gripper_mode == "parallel_gripper_action":
             from control_msgs.action import (
                 ParallelGripperCommand,  # Jazzy+; absent from Humble's control_msgs

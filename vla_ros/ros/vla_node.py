@@ -33,7 +33,7 @@ from vla_ros.core.runtime import Command, GoalResult, Runtime, RuntimeConfig, Te
 from vla_ros.core.safety import SafetyFilter, SafetyLimits
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
-from vla_ros.ros.observation_sync import ObservationInput
+from vla_ros.ros.observation_sync import ObservationInput, no_event_handlers
 from vla_ros.ros.outputs import CommandOutput, GripperMap
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -202,7 +202,9 @@ class VlaNode(LifecycleNode):
                 clock=self._runtime_clock,
             )
             if config.success_topic:
-                self._success_sub = self.create_subscription(Bool, config.success_topic, self._on_success, 10)
+                self._success_sub = self.create_subscription(
+                    Bool, config.success_topic, self._on_success, 10, **no_event_handlers()
+                )
         except Exception as exc:  # e.g. an invalid topic name
             self._stop_runtime()
             return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
