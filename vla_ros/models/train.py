@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episodes", type=int, default=0, help="use only the first N episodes (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{STATE_FILE}")
+    p.add_argument("--resume", action="store_true", help=f"continue from STATE_DIR/{STATE_FILE}")
+    p.add_argument("--state-dir", default=None, help="where the resumable training state goes (default: OUT)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     sampler = np.random.default_rng(args.seed)
     start_step, history = 0, []
-    state_path = out / STATE_FILE
+    state_path = Path(args.state_dir or out) / STATE_FILE
+    state_path.parent.mkdir(parents=True, exist_ok=True)
     if args.resume:
         if not state_path.is_file():
             raise SystemExit(f"--resume: {state_path} not found")
