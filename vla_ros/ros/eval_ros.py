@@ -27,6 +27,19 @@ from pathlib import Path
 from vla_ros.ros.sim_session import EpisodeClient, SimStack, refuse_second_stack, summarize
 
 
+def parse_vla_params(items: list[str]) -> dict:
+    """["name=value", ...] -> {name: YAML-parsed value}; a malformed item is an error naming it."""
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--vla-param {item!r}: expected NAME=VALUE, e.g. refill_margin_s=0.4")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vla_ros eval-ros", description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=10)
@@ -37,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", action="store_true", help="synchronous inference (execution:=sync)")
     p.add_argument("--checkpoint", default="", help="checkpoint directory (default: the default checkpoint)")
     p.add_argument("--timeout", type=float, default=10.0, help="episode time limit, s (the sim's: 10)")
+    p.add_argument("--vla-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra vla_node parameter (YAML value), e.g. refill_margin_s=0.4; repeatable")
     p.add_argument("--log", default="out/eval_ros/launch.log", help="where the nodes' output goes")
     p.add_argument("--startup-timeout", type=float, default=300.0)
     return p
@@ -64,12 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    overrides = {"extra_latency_s": args.extra_latency_ms / 1000.0} if args.extra_latency_ms > 0 else {}
+    try:
+        overrides = parse_vla_params(args.vla_param)
+    except ValueError as exc:
+        print(f"eval-ros: {exc}", file=sys.stderr)
+        return 2
+    if args.extra_latency_ms > 0:
+        overrides["extra_latency_s"] = args.extra_latency_ms / 1000.0
     launch_args = {"checkpoint": checkpoint, "seed": args.seed, "task": args.task,
                    "execution": "sync" if args.sync else "async", "goal_timeout_s": args.timeout,
                    "status_rate_hz": 20.0, "vla_overrides": json.dumps(overrides)}
     stack = SimStack(launch_args, log_path=Path(args.log))
-    settings = {"checkpoint": checkpoint, "execution": launch_args["execution"],
+    settings = {"checkpoint": checkpoint, "execution": launch_args["execution"], "vla_params": overrides,
                 "extra_latency_ms": args.extra_latency_ms, "seed": args.seed, "task": args.task,
                 "timeout_s": args.timeout}
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
