@@ -92,6 +92,19 @@ def make_batch(frames: Frames, idx: np.ndarray, token_ids: torch.Tensor, token_m
     return ids[:, :keep], mask[:, :keep], images, state, torch.from_numpy(frames.chunks[idx])
 
 
+def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
+    """One or more datasets recorded for the same robot interface, concatenated."""
+    meta, episodes = load_dataset(directories[0])
+    for directory in directories[1:]:
+        other, more = load_dataset(directory)
+        for key in ("cameras", "state_names", "action_names", "fps"):
+            if other[key] != meta[key]:
+                raise SystemExit(f"{directory}: {key} {other[key]} differs from "
+                                 f"{directories[0]}: {meta[key]}")
+        episodes += more
+    return meta, episodes
+
+
 def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float = 0.1) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -127,7 +140,7 @@ def parse_overrides(items: list[str]) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vla_ros train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset directory (vla_ros-episodes)")
+    p.add_argument("--data", required=True, nargs="+", help="dataset directories (vla_ros-episodes)")
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--head", choices=["regression", "flow"], default=None)
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    meta, episodes = load_dataset(args.data)
+    meta, episodes = load_datasets(args.data)
     if args.max_episodes:
         episodes = episodes[: args.max_episodes]
     train_ids, val_ids = split_episodes(len(episodes), args.val_fraction, args.seed)
