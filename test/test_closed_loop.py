@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
 
-from vla_ros.ros.sim_session import EpisodeClient, SimStack, _group_alive  # noqa: E402
+from vla_ros.ros.sim_session import EpisodeClient, SimStack, process_group_alive  # noqa: E402
 
 FIRST_SEED, CANDIDATES, EPISODES = 1000, 15, 3
 TIME_LIMIT_S = 10.0  # the simulation's episode limit (TabletopEnv max_steps * action_period)
@@ -77,7 +77,7 @@ def stack(tmp_path_factory):
     client.close()
     rclpy.shutdown()
     rc = sim_stack.stop()
-    assert not _group_alive(sim_stack.proc.pid), "processes of the launch survived its shutdown"
+    assert not process_group_alive(sim_stack.proc.pid), "processes of the launch survived its shutdown"
     assert rc is not None
 
 
@@ -110,6 +110,6 @@ def test_stack_stops_cleanly_and_leaves_no_process():
     assert sim_stack.alive()
     pgid = sim_stack.proc.pid
     sim_stack.stop()
-    assert not _group_alive(pgid)
+    assert not process_group_alive(pgid)
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)

@@ -28,7 +28,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from vla_ros.core.fixtures import default_spec  # noqa: E402
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy  # noqa: E402
-from vla_ros.ros.sim_session import EpisodeClient, _group_alive  # noqa: E402
+from vla_ros.ros.sim_session import EpisodeClient, process_group_alive  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1000, 1001, 1002)  # one 'pick' (4.0 s plan) and two 'place' (6.2 s) scenes
@@ -108,7 +108,7 @@ def expert_loop():
         except subprocess.TimeoutExpired:
             os.killpg(sim.pid, signal.SIGKILL)
             sim.wait(5)
-        assert not _group_alive(sim.pid)
+        assert not process_group_alive(sim.pid)
 
 
 def test_scripted_expert_succeeds_through_the_ros_loop(expert_loop):

@@ -109,14 +109,14 @@ class SimStack:
         if proc is None:
             return None
         for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if proc.poll() is not None and not _group_alive(proc.pid):
+            if proc.poll() is not None and not process_group_alive(proc.pid):
                 break
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
+            while time.monotonic() < deadline and (proc.poll() is None or process_group_alive(proc.pid)):
                 time.sleep(0.1)
         if self._log is not None:
             self._log.close()
@@ -130,7 +130,7 @@ class SimStack:
         self.stop()
 
 
-def _group_alive(pgid: int) -> bool:
+def process_group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
