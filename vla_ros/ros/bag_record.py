@@ -127,13 +127,15 @@ class BagRecorder:
             self.counts[topic] += 1
 
     def close(self) -> dict[str, int]:
-        """Stop recording and finish the bag; returns messages written per topic."""
+        """Stop recording and finish the bag; returns messages written per topic.
+
+        The subscriptions stay (their callbacks now return at once) and go with the node:
+        destroying them while an executor spins races it ("cannot use Destroyable because
+        destruction was requested")."""
         with self._lock:
             if self._closed:
                 return self.counts
             self._closed = True
-            for sub in self._subs:
-                self.node.destroy_subscription(sub)
             self._writer.close()
         return self.counts
 
