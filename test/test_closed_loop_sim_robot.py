@@ -93,7 +93,10 @@ class _Client:
         from std_srvs.srv import Trigger
 
         assert self.reset.wait_for_service(10.0)
-        return self.reset.call(Trigger.Request(), timeout_sec=30.0)
+        # call_async + wait, not call(timeout_sec=...): Humble's Client.call has no timeout.
+        future = self.reset.call_async(Trigger.Request())
+        assert self.wait(future.done, 30.0), "~/reset did not answer"
+        return future.result()
 
 
 @pytest.fixture(scope="module")

@@ -57,10 +57,15 @@ class TestVlaLaunch(unittest.TestCase):
             client = node.create_client(GetState, f"{NODE}/get_state")
             # Starting the node imports the model stack; allow for a loaded machine.
             self.assertTrue(client.wait_for_service(timeout_sec=90.0), f"{NODE}/get_state never appeared")
-            future = client.call_async(GetState.Request())
-            deadline = time.monotonic() + 30.0
-            while not future.done() and time.monotonic() < deadline:
+            # A request sent right after discovery can be lost before the reply path matches
+            # (seen with Humble's Fast DDS), so ask again every 5 s; any answer counts.
+            futures = [client.call_async(GetState.Request())]
+            start = time.monotonic()
+            while not any(f.done() for f in futures) and time.monotonic() - start < 30.0:
+                if time.monotonic() - start > 5.0 * len(futures):
+                    futures.append(client.call_async(GetState.Request()))
                 executor.spin_once(timeout_sec=0.1)
+            future = next((f for f in futures if f.done()), futures[-1])
             self.assertTrue(future.done(), "get_state did not answer")
             self.assertEqual(future.result().current_state.label, "unconfigured")
         finally:
