@@ -54,6 +54,11 @@ def main(args: list[str] | None = None) -> int:
             rclpy.spin_once(node, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # SIGINT from `ros2 launch` or Ctrl-C: a normal end
+    except RuntimeError:
+        # Humble: a SIGTERM that shuts the context down while spin_once builds its wait set
+        # surfaces as RCLError ("context is not valid") instead of ExternalShutdownException.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         if rclpy.ok():
