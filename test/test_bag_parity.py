@@ -324,8 +324,8 @@ def test_replayed_bag_gives_the_offline_models_chunks_and_commands(episode_bag):
     # 2. Commands follow the offline chunks. Exactly on the newest chunk's interpolated path once
     # the runtime has moved onto it; around a chunk switch the runtime bridges from the command it
     # was sending (blending, execution-clock placement) and the safety filter clips steps above
-    # the velocity limit, so there each joint must stay inside the band the newest chunk and its
-    # predecessor span over [t_obs, r + dt] (the offline model's own disagreement) and the command sent
+    # the velocity limit, so there each joint must stay inside the band the newest chunks
+    # span over [t_obs, r + dt] (the offline model's own disagreement) and the command sent
     # when the newest chunk arrived, or be clipped.
     # Either way no command leaves what the offline model predicted for these observations.
     first, last = calls[0][0], calls[-1][0]
@@ -334,7 +334,10 @@ def test_replayed_bag_gives_the_offline_models_chunks_and_commands(episode_bag):
     max_step = velocity * period
     outside, exact = [], 0
     for i, r, c in window:
-        recent = [chunk for t_ret, _, chunk in calls if t_ret <= r][-2:]  # newest and its predecessor
+        # The newest chunk and two predecessors: t_ret is stamped when predict returns, and the
+        # runtime inserts the chunk a moment later, so a tick in between still bridges from the
+        # chunk before (seen once in CI on Humble: one command 2.5 s in, on the older pair's band).
+        recent = [chunk for t_ret, _, chunk in calls if t_ret <= r][-3:]
         if any(_distance_to_path(c, ch, ch.t_obs, r) < TOLERANCE_RAD for ch in recent):
             exact += 1
             continue
