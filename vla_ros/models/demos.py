@@ -19,27 +19,19 @@ import numpy as np
 from vla_ros.core.dataset import Episode, save_dataset
 
 
-def noisy_episode(env, seed: int, noise: float, rng: np.random.Generator, hold_frames: int) -> Episode:
-    obs, info = env.reset(seed=seed)
-    frames = int(round(env.expert_duration / env.action_period)) + hold_frames
+def noisy_episode(env, seed: int, noise: float, rng: np.random.Generator) -> Episode:
+    """The scripted expert's episode, executed with an AR(1) offset on the arm joints."""
+    from vla_ros.sim.collect import record_expert_episode
+
     scale = noise * rng.uniform(0.0, 1.0)  # a range of perturbation sizes, including none
     offset = np.zeros(len(env.action_names), dtype=np.float32)
-    images = {c: [] for c in env.cameras}
-    states, actions, stamps = [], [], []
-    for _ in range(frames):
-        target = env.expert_action()
-        for c in env.cameras:
-            images[c].append(obs["images"][c])
-        states.append(obs["state"])
-        actions.append(target)
-        stamps.append(env.elapsed)
+
+    def perturb() -> np.ndarray:
         # AR(1) offset on the arm joints (stationary std = scale); the gripper is left alone
         offset[:-1] = 0.8 * offset[:-1] + rng.normal(0.0, 0.6 * scale, len(offset) - 1)
-        obs, _, _, _, info = env.step(target + offset)
-    return Episode(images={c: np.stack(v) for c, v in images.items()}, state=np.stack(states),
-                   action=np.stack(actions), timestamp=np.array(stamps, dtype=np.float64),
-                   instruction=info["instruction"], task={**info["task"], "seed": seed, "noise": scale},
-                   success=env.success())
+        return offset
+
+    return record_expert_episode(env, seed, perturb=perturb, extra_task={"noise": scale})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     from vla_ros.sim import TabletopEnv
-    from vla_ros.sim.collect import EXTRA_HOLD_FRAMES
 
     env = TabletopEnv(image_size=(64, 64), seed=0)
     rng = np.random.default_rng(args.seed)
     episodes, seed, dropped = [], args.seed, 0
     while len(episodes) < args.episodes:
-        ep = noisy_episode(env, seed, args.noise, rng, EXTRA_HOLD_FRAMES)
+        ep = noisy_episode(env, seed, args.noise, rng)
         seed += 1
         if ep.success:
             episodes.append(ep)

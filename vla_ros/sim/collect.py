@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,13 @@ EXTRA_HOLD_FRAMES = 1  # frames recorded after the plan's last keyframe, showing
 
 
 def record_expert_episode(env: TabletopEnv, seed: int, task: str | None = None,
-                          colour: str | None = None, shape: str | None = None) -> Episode:
+                          colour: str | None = None, shape: str | None = None,
+                          perturb: Callable[[], np.ndarray] | None = None,
+                          extra_task: dict | None = None) -> Episode:
     """Reset with ``seed`` and run the scripted expert to the end of its plan, recording each
-    frame's observation and the action issued at that frame."""
+    frame's observation and the action issued at that frame. ``perturb``, when given, returns an
+    offset added to the action actually executed (the recorded action stays the expert's: DART
+    noise injection); ``extra_task`` is merged into the episode's task record."""
     obs, info = env.reset(seed=seed, task=task, colour=colour, shape=shape)
     frames = int(round(env.expert_duration / env.action_period)) + EXTRA_HOLD_FRAMES
     images = {c: [] for c in env.cameras}
@@ -40,10 +44,10 @@ def record_expert_episode(env: TabletopEnv, seed: int, task: str | None = None,
         states.append(obs["state"])
         actions.append(action)
         stamps.append(env.elapsed)
-        obs, _, _, _, info = env.step(action)
+        obs, _, _, _, info = env.step(action if perturb is None else action + perturb())
     return Episode(images={c: np.stack(v) for c, v in images.items()}, state=np.stack(states),
                    action=np.stack(actions), timestamp=np.array(stamps, dtype=np.float64),
-                   instruction=info["instruction"], task={**info["task"], "seed": seed},
+                   instruction=info["instruction"], task={**info["task"], "seed": seed, **(extra_task or {})},
                    success=env.success())
 
 
