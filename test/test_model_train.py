@@ -57,3 +57,29 @@ def test_learning_rate_schedule_warms_up_then_decays():
     assert lrs[0] < lrs[5] < lrs[9] == 1.0
     assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
     assert abs(lrs[-1] - 0.1) < 0.01
+
+
+def test_random_shift_moves_each_image_by_its_own_offset():
+    from vla_ros.models.train import random_shift
+
+    images = torch.rand(3, 2, 3, 8, 8)
+    pad = 2
+    shifted = random_shift(images, pad, torch.Generator().manual_seed(0))
+    offsets = torch.randint(0, 2 * pad + 1, (6, 2), generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images.flatten(0, 1), (pad,) * 4, mode="replicate")
+    for n, (y, x) in enumerate(offsets.tolist()):  # the crop at the offset the generator drew
+        assert torch.equal(shifted.flatten(0, 1)[n], padded[n, :, y:y + 8, x:x + 8])
+    assert torch.equal(random_shift(images, 0, torch.Generator()), images)
+
+
+def test_max_seconds_sets_the_step_count_during_warm_up(tmp_path):
+    data = write_synthetic_dataset(tmp_path / "data", n=8)
+    out = tmp_path / "ckpt"
+    args = ["--data", str(data), "--out", str(out), "--steps", "100000", "--batch-size", "4",
+            "--val-every", "1000", "--warmup", "120", "--threads", "1", "--quiet",
+            "--max-seconds", "15", *SMALL]
+    assert main(args) == 0
+    info = json.loads((out / "training.json").read_text())
+    # The run stopped at the count the measured speed allows, well short of --steps, and says so.
+    assert 120 <= info["step"] < 100000 and info["finished"]
+    assert info["args"]["steps"] == info["step"]

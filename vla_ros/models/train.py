@@ -68,28 +68,48 @@ def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, c
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to ±pad pixels (edge-replicated), as in DrQ; images [B, C, 3, S, S]."""
+    """Shift each image by up to ±pad pixels (edge-replicated), as in DrQ; images [B, C, 3, S, S].
+    The generator must live on the images' device."""
     if pad <= 0:
         return images
     B, C, _, S, _ = images.shape
-    flat = F.pad(images.flatten(0, 1), (pad, pad, pad, pad), mode="replicate")
-    offsets = torch.randint(0, 2 * pad + 1, (B * C, 2), generator=generator)
-    out = torch.stack([flat[i, :, y:y + S, x:x + S] for i, (y, x) in enumerate(offsets.tolist())])
-    return out.view(B, C, 3, S, S)
+    device = images.device
+    flat = F.pad(images.flatten(0, 1), (pad, pad, pad, pad), mode="replicate")  # [N, 3, S+2p, S+2p]
+    offsets = torch.randint(0, 2 * pad + 1, (B * C, 2), generator=generator, device=device)  # [N, (y, x)]
+    ramp = torch.arange(S, device=device)
+    rows = (offsets[:, 0, None] + ramp)[:, None, :, None]  # [N, 1, S, 1]
+    cols = (offsets[:, 1, None] + ramp)[:, None, None, :]  # [N, 1, 1, S]
+    n = torch.arange(B * C, device=device)[:, None, None, None]
+    ch = torch.arange(3, device=device)[None, :, None, None]
+    return flat[n, ch, rows, cols].view(B, C, 3, S, S)
 
 
-def make_batch(frames: Frames, idx: np.ndarray, token_ids: torch.Tensor, token_mask: torch.Tensor,
+def frames_to(frames: Frames, device: torch.device) -> Frames:
+    """The same frames as tensors on `device` (the whole dataset moves once; batches are views)."""
+    return Frames(torch.from_numpy(frames.images).to(device), torch.from_numpy(frames.state).to(device),
+                  torch.from_numpy(frames.chunks).to(device), frames.instruction, frames.texts)
+
+
+def make_batch(frames: Frames, idx, token_ids: torch.Tensor, token_mask: torch.Tensor,
                shift: int = 0, generator: torch.Generator | None = None, state_noise: float = 0.0):
-    images = torch.from_numpy(frames.images[idx]).float().div_(255.0)
-    if shift:
-        images = random_shift(images, shift, generator)
-    state = torch.from_numpy(frames.state[idx])
-    if state_noise > 0:
-        state = state + state_noise * torch.randn(state.shape, generator=generator)
+    """A training batch from `frames` (numpy, or tensors from frames_to) at rows `idx` (numpy).
+    Tokens are looked up on the CPU, so trimming their padding never waits on the GPU."""
     rows = torch.from_numpy(frames.instruction[idx])
     ids, mask = token_ids[rows], token_mask[rows]
     keep = int(mask.sum(1).max())  # trim padding columns no row of this batch needs
-    return ids[:, :keep], mask[:, :keep], images, state, torch.from_numpy(frames.chunks[idx])
+    on_device = isinstance(frames.images, torch.Tensor)
+    as_tensor = (lambda a: a) if on_device else torch.from_numpy
+    device = frames.images.device if on_device else torch.device("cpu")
+    if on_device:
+        idx = torch.from_numpy(idx).to(device)
+    images = as_tensor(frames.images[idx]).float().div_(255.0)
+    if shift:
+        images = random_shift(images, shift, generator)
+    state = as_tensor(frames.state[idx])
+    if state_noise > 0:
+        state = state + state_noise * torch.randn(state.shape, generator=generator, device=state.device)
+    return (ids[:, :keep].to(device), mask[:, :keep].to(device), images, state,
+            as_tensor(frames.chunks[idx]))
 
 
 def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
@@ -158,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episodes", type=int, default=0, help="use only the first N episodes (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="fit the run into this wall time: after warm-up, --steps is lowered to what the "
+                        "measured speed allows (the cosine schedule follows); training.json records it")
     p.add_argument("--resume", action="store_true", help=f"continue from STATE_DIR/{STATE_FILE}")
     p.add_argument("--state-dir", default=None, help="where the resumable training state goes (default: OUT)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -172,7 +196,7 @@ def validation_loss(model: VLAModel, frames: Frames, ids: torch.Tensor, mask: to
     model.eval()
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(frames.state))[:max_samples]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     losses, weights = [], []
     for start in range(0, len(idx), batch):
         part = idx[start:start + batch]
@@ -187,9 +211,37 @@ def validation_loss(model: VLAModel, frames: Frames, ids: torch.Tensor, mask: to
     return float(np.average(losses, weights=weights))
 
 
+class TimeBudget:
+    """--max-seconds: measure the speed during warm-up and, once, give the total step count that
+    ends the run (data loading included) within the budget, less a 10% reserve for validation and
+    saving. Decided before the cosine decay starts, so `--steps <that count>` reproduces the run
+    exactly (when warm-up is at least 120 steps)."""
+
+    def __init__(self, seconds: float, t_start: float, first_step: int, warmup: int) -> None:
+        self.seconds, self.t_start = seconds, t_start
+        self.begin, self.end = first_step + 20, first_step + max(warmup, 120)
+        self.t_begin: float | None = None
+        self.rate = 0.0
+
+    def steps_after(self, done: int) -> int | None:
+        if done == self.begin:
+            self.t_begin = time.monotonic()
+        if done != self.end or self.t_begin is None:
+            return None
+        now = time.monotonic()
+        self.rate = (self.end - self.begin) / (now - self.t_begin)
+        remaining = 0.9 * self.seconds - (now - self.t_start)
+        return done + max(0, int(self.rate * remaining))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    t_start = time.monotonic()
     torch.set_num_threads(max(1, args.threads))
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     seed_everything(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,12 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         ids, mask, _ = batch_encode(tokenizer, frames.texts, config.max_instruction_tokens)
         return ids, mask
 
+    if device.type != "cpu":
+        train = frames_to(train, device)
+        val = frames_to(val, device) if val is not None else None
+
     train_tok = tokens(train)
     val_tok = tokens(val) if val is not None else None
     robot = RobotMeta(state_names=list(meta["state_names"]), action_names=list(meta["action_names"]),
                       cameras=cameras, action_period=1.0 / float(meta["fps"]))
 
-    model = VLAModel(config)
+    model = VLAModel(config).to(device)
     model.train()
     def decays(name: str, p: torch.Tensor) -> bool:
         return p.ndim >= 2 and "embed" not in name and "queries" not in name
@@ -231,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     decay = [p for n, p in model.named_parameters() if decays(n, p)]
     no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(args.seed)
+                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95),
+                              fused=device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
     sampler = np.random.default_rng(args.seed)
     start_step, history = 0, []
     state_path = Path(args.state_dir or out) / STATE_FILE
@@ -240,13 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         if not state_path.is_file():
             raise SystemExit(f"--resume: {state_path} not found")
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, weights_only=False, map_location=device)
         model.load_state_dict(saved["model"])
         optim.load_state_dict(saved["optim"])
         start_step, history = saved["step"], saved["history"]
-        gen.set_state(saved["torch_gen"])
+        gen.set_state(saved["torch_gen"].cpu())
         sampler.bit_generator.state = saved["sampler"]
-        torch.set_rng_state(saved["torch_rng"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
         print(f"resumed from {state_path} at step {start_step}", file=sys.stderr)
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -268,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
                     "torch_rng": torch.get_rng_state()}, state_path)
 
     t0 = time.monotonic()
-    running, interval = None, []
-    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=args.quiet,
-               desc="train", dynamic_ncols=True)
-    for step in bar:
+    running, interval, pending = None, [], []
+    bar = tqdm(initial=start_step, total=args.steps, disable=args.quiet, desc="train", dynamic_ncols=True)
+    fit = TimeBudget(args.max_seconds, t_start, start_step, args.warmup) if args.max_seconds > 0 else None
+    step = start_step
+    while step < args.steps:
         for group in optim.param_groups:
             group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
         idx = sampler.integers(0, len(train.state), args.batch_size)
@@ -282,11 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
-        value = loss.item()
-        interval.append(value)
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
-        done = step + 1
+        pending.append(loss.detach())
+        step = done = step + 1
+        bar.update(1)
+        if fit is not None and (steps := fit.steps_after(done)) is not None and steps < args.steps:
+            tqdm.write(f"--max-seconds {args.max_seconds:g}: {fit.rate:.1f} steps/s, so {steps} steps "
+                       f"instead of {args.steps}", file=sys.stderr)
+            args.steps = bar.total = steps
+        if len(pending) >= 50 or done % args.val_every == 0 or done == args.steps:
+            values = torch.stack(pending).tolist()  # one device sync per 50 steps, not per step
+            pending.clear()
+            interval += values
+            for value in values:
+                running = value if running is None else 0.98 * running + 0.02 * value
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
         if done % args.val_every == 0 or done == args.steps:
             vl = validation_loss(model, val, *val_tok, args.batch_size) if val is not None else float("nan")
             train_loss = float(np.mean(interval))  # mean over the steps since the last validation
@@ -296,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"step {done}: train {train_loss:.4f} val {vl:.4f} "
                        f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
             save(done, final=done == args.steps)
+    bar.close()
     if start_step >= args.steps:
         print(f"nothing to do: already at step {start_step}", file=sys.stderr)
     print(json.dumps({"out": str(out), "steps": args.steps, "final": history[-1] if history else None}))
