@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -83,9 +84,11 @@ MAX_GAP_S = 0.3  # a recorded topic may pause this long; the tests assume a cont
 def episode_bag(tmp_path_factory) -> Path:
     """~7 s of the simulated robot (both cameras, joint states) while it follows a trajectory.
 
-    Recorded live, so on a loaded machine a topic can stall for a second (seen once in CI: wrist
-    and joint states missing for ~1 s, and the node rightly faulted on them). The tests need a
-    continuous bag, so a recording with a gap above MAX_GAP_S is recorded again (3 tries)."""
+    The robot and the recorder run as their own processes (`sim_robot_node`, `python -m
+    vla_ros.ros.bag_record`), as on a robot: inside the pytest process, threads left by earlier
+    tests compete for the GIL and the simulation thread fell behind (a third of its joint states,
+    gaps up to 1 s; once in CI the node then rightly faulted on stale observations). The tests
+    need a continuous bag, so a recording with a gap above MAX_GAP_S is recorded again (3 tries)."""
     gaps: dict[str, float] = {}
     for attempt in range(3):
         bag = tmp_path_factory.mktemp("parity") / "episode"
@@ -97,45 +100,56 @@ def episode_bag(tmp_path_factory) -> Path:
     raise AssertionError(f"could not record a bag without gaps > {MAX_GAP_S} s: {gaps}")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _record_episode(bag: Path) -> None:
     from builtin_interfaces.msg import Duration
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    from vla_ros.ros.bag_record import BagRecorder
-    from vla_ros.ros.sim_robot_node import SimRobotNode
-
+    topics = [f"{t}:sensor_msgs/msg/Image" for t in CAMERA_TOPICS.values()] + \
+        ["/joint_states:sensor_msgs/msg/JointState"]
+    sim_log = (bag.parent / "sim_robot.log").open("w")
+    sim = subprocess.Popen([sys.executable, "-m", "vla_ros.ros.sim_robot_node", "--ros-args", "-p",
+                            "seed:=3"], stdout=sim_log, stderr=subprocess.STDOUT)
+    recorder = subprocess.Popen([sys.executable, "-m", "vla_ros.ros.bag_record", str(bag), "--topics",
+                                 *topics, "--duration", str(BAG_SECONDS)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     context = Context()
     rclpy.init(context=context)
-    sim = SimRobotNode(context=context, parameter_overrides=[Parameter("seed", value=3)])
-    node = rclpy.create_node("parity_recorder", context=context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
-    executor.add_node(sim)
-    executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    node = rclpy.create_node("parity_trajectory", context=context)
     try:
-        topics = {**{t: "sensor_msgs/msg/Image" for t in CAMERA_TOPICS.values()},
-                  "/joint_states": "sensor_msgs/msg/JointState"}
-        recorder = BagRecorder(node, bag, topics)
         traj_pub = node.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", 10)
-        deadline = time.monotonic() + 10
-        while traj_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while traj_pub.get_subscription_count() == 0 and time.monotonic() < deadline and sim.poll() is None:
             time.sleep(0.05)
+        assert traj_pub.get_subscription_count() > 0, "sim_robot_node did not come up: " + \
+            (bag.parent / "sim_robot.log").read_text()
+        started = recorder.stdout.readline()  # "recording ..." once its subscriptions exist
+        assert "recording" in started, (started, recorder.stderr.read())
         # A slow sweep over the table, so consecutive observations differ.
         names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "gripper"]
         waypoints = [[0.4, 0.3, 1.2, 1.3, 0.0], [-0.3, 0.5, 1.0, 1.2, 0.6], [0.2, 0.2, 1.4, 1.4, 0.2]]
         traj_pub.publish(JointTrajectory(joint_names=names, points=[
             JointTrajectoryPoint(positions=p, time_from_start=Duration(sec=2 * (i + 1)))
             for i, p in enumerate(waypoints)]))
-        time.sleep(BAG_SECONDS)
-        counts = recorder.close()
+        out, err = recorder.communicate(timeout=BAG_SECONDS + 30)
+        assert recorder.returncode == 0, err
     finally:
-        sim.shutdown()
-        executor.shutdown()
+        for proc in (recorder, sim):
+            _stop(proc)
+        sim_log.close()
         node.destroy_node()
-        sim.destroy_node()
         rclpy.shutdown(context=context)
-    assert min(counts.values()) > 30, counts
+    counts = dict(item.split("=") for item in out.strip().splitlines()[-1].split(": ", 1)[1].split(", "))
+    assert min(int(n) for n in counts.values()) > 30, counts
 
 
 def _max_gaps(bag: Path) -> dict[str, float]:
