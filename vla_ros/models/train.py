@@ -85,7 +85,7 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
 
 
 def frames_to(frames: Frames, device: torch.device) -> Frames:
-    """The same frames as tensors on `device` (the whole dataset moves once; batches are views)."""
+    """The same frames as tensors on `device` (the whole dataset moves once; batches are gathered there)."""
     return Frames(torch.from_numpy(frames.images).to(device), torch.from_numpy(frames.state).to(device),
                   torch.from_numpy(frames.chunks).to(device), frames.instruction, frames.texts)
 
