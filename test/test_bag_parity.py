@@ -93,7 +93,9 @@ def episode_bag(tmp_path_factory) -> Path:
     for attempt in range(3):
         bag = tmp_path_factory.mktemp("parity") / "episode"
         _record_episode(bag)
-        gaps = _max_gaps(bag)
+        stamps = _topic_stamps(bag)
+        assert min(len(s) for s in stamps.values()) > 30, {t: len(s) for t, s in stamps.items()}
+        gaps = {topic: float(np.max(np.diff(s))) * 1e-9 for topic, s in stamps.items()}
         if max(gaps.values()) <= MAX_GAP_S:
             return bag
         print(f"episode bag attempt {attempt + 1}: gaps {gaps} s; recording again")
@@ -140,7 +142,7 @@ def _record_episode(bag: Path) -> None:
         traj_pub.publish(JointTrajectory(joint_names=names, points=[
             JointTrajectoryPoint(positions=p, time_from_start=Duration(sec=2 * (i + 1)))
             for i, p in enumerate(waypoints)]))
-        out, err = recorder.communicate(timeout=BAG_SECONDS + 30)
+        _, err = recorder.communicate(timeout=BAG_SECONDS + 30)
         assert recorder.returncode == 0, err
     finally:
         for proc in (recorder, sim):
@@ -148,17 +150,15 @@ def _record_episode(bag: Path) -> None:
         sim_log.close()
         node.destroy_node()
         rclpy.shutdown(context=context)
-    counts = dict(item.split("=") for item in out.strip().splitlines()[-1].split(": ", 1)[1].split(", "))
-    assert min(int(n) for n in counts.values()) > 30, counts
 
 
-def _max_gaps(bag: Path) -> dict[str, float]:
-    """topic -> the longest pause between consecutive messages, seconds of bag time."""
+def _topic_stamps(bag: Path) -> dict[str, list[int]]:
+    """topic -> bag time (ns) of each of its messages."""
     stamps: dict[str, list[int]] = {}
     with AnyReader([bag]) as reader:
         for conn, stamp, _ in reader.messages():
             stamps.setdefault(conn.topic, []).append(stamp)
-    return {topic: float(np.max(np.diff(s))) * 1e-9 for topic, s in stamps.items()}
+    return stamps
 
 
 def _bag_messages(bag: Path) -> dict[str, list[tuple[int, object]]]:
@@ -281,46 +281,6 @@ def _distance_to_path(c: np.ndarray, chunk: ActionChunk, t0: float, t1: float) -
         s = 0.0 if not np.any(d) else float(np.clip(np.dot(c - a, d) / np.dot(d, d), 0.0, 1.0))
         best = min(best, float(np.max(np.abs(c - (a + s * d)))))
     return best
-
-
-def _explains(c, prev, chunk: ActionChunk, t0: float, t1: float, max_step, tol: float) -> bool:
-    """Is command ``c`` (after ``prev``) the safety filter's output for some target p(s) on the
-    chunk's path over [t0, t1]? Per joint: c_j == p_j (passed bit for bit), or the joint moved
-    exactly max_step_j from prev_j towards p_j without reaching it (the velocity clip). Exact:
-    each condition is an interval of the segment parameter s, intersected over joints."""
-    times = chunk.due_times()
-    knots = [t0, *[t for t in times if t0 < t < t1], t1]
-    points = [_interp(chunk, t) for t in knots]
-    step = c - prev
-    clipped = np.abs(np.abs(step) - max_step) < tol
-    for a, b in zip(points[:-1], points[1:], strict=True):
-        d = b - a
-        lo, hi = 0.0, 1.0
-        for j in range(len(c)):
-            if clipped[j]:  # need (p_j(s) - c_j) * sign(step_j) >= -tol: the target lies beyond c_j
-                g, h = (a[j] - c[j]) * np.sign(step[j]) + tol, d[j] * np.sign(step[j])  # g + h s >= 0
-            else:  # need |a_j + d_j s - c_j| <= tol
-                g, h = None, d[j]
-            if g is not None:
-                if abs(h) < 1e-15:
-                    ok = g >= 0
-                    lo, hi = (lo, hi) if ok else (1.0, 0.0)
-                elif h > 0:
-                    lo = max(lo, -g / h)
-                else:
-                    hi = min(hi, -g / h)
-            else:
-                if abs(h) < 1e-15:
-                    if abs(a[j] - c[j]) > tol:
-                        lo, hi = 1.0, 0.0
-                else:
-                    s1, s2 = (c[j] - tol - a[j]) / h, (c[j] + tol - a[j]) / h
-                    lo, hi = max(lo, min(s1, s2)), min(hi, max(s1, s2))
-            if lo > hi:
-                break
-        if lo <= hi:
-            return True
-    return False
 
 
 # ----------------------------------------------------------------------------------- tests
