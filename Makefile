@@ -1,5 +1,6 @@
 # vla_ros: one command per job. `make demo` and `make test` set everything up on a fresh clone.
 #   make venv         .venv (Python 3.12) + package with extras + ROS 2 runtime if none is sourced
+#   make interfaces   colcon-build the package (generated ExecuteInstruction, VlaStatus) into install/
 #   make test         ruff + the whole pytest suite, in the ROS environment of scripts/env.sh
 #   make test-ros     only the tests marked `ros` (rclpy, DDS, launch)
 #   make demo         the closed-loop demo (vla_ros demo)
@@ -16,10 +17,10 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STAMPS := .stamps
 
-.PHONY: help venv test test-ros lint demo checkpoint clean
+.PHONY: help venv interfaces test test-ros lint demo checkpoint clean
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMPS)/venv
 
@@ -27,18 +28,23 @@ $(STAMPS)/venv: pyproject.toml scripts/setup_venv.sh scripts/find_python.sh
 	scripts/setup_venv.sh
 	@mkdir -p $(STAMPS) && touch $@
 
+# The script keeps its own stamp (a digest of the interface files, the CMake/package files, the
+# file list under vla_ros/ and the pinned build wheels) and returns at once when nothing changed.
+interfaces: venv
+	scripts/build_interfaces.sh
+
 lint: venv
 	.venv/bin/ruff check .
 
 # ruff and pytest both run (one's failure does not hide the other's findings); either fails the target.
-test: venv
+test: venv interfaces
 	$(ENV) && { ruff check . && lint=0 || lint=$$?; python -m pytest $(PYTEST_ARGS) && tests=0 || tests=$$?; \
 		[ $$lint -eq 0 ] || echo "make test: ruff check failed" >&2; exit $$(( lint || tests ? 1 : 0 )); }
 
-test-ros: venv
+test-ros: venv interfaces
 	$(ENV) && python -m pytest -m ros $(PYTEST_ARGS)
 
-demo: venv
+demo: venv interfaces
 	$(ENV) && vla_ros demo $(DEMO_ARGS)
 
 # The default checkpoint (models.policy.default_checkpoint()): 2000 scripted-expert demonstrations
@@ -57,4 +63,4 @@ checkpoint: venv
 			--steps 10066 $(TRAIN_ARGS)
 
 clean:
-	rm -rf build/ament_prefix build/.ament_prefix-* $(STAMPS) .pytest_cache .ruff_cache
+	rm -rf build/ament_prefix build/.ament_prefix-* build/colcon install $(STAMPS) .pytest_cache .ruff_cache

@@ -8,6 +8,10 @@ would lay it out, minus the generated interfaces:
                                                Python on the source tree (edits apply at once)
     PREFIX/bin/ros2                            with --ros2-cli: ros2cli for a runtime without one
 
+With --cli-only the layout holds only bin/ros2: the package itself then comes from the colcon
+install of `make interfaces` (scripts/build_interfaces.sh), which scripts/env.sh uses wherever it
+was built for the runtime's distro (Jazzy); this full layout is the fallback for the rest (Humble).
+
 With PREFIX on AMENT_PREFIX_PATH, ament_index, `ros2 run`, `ros2 launch` and launch_ros'
 Node(package='vla_ros', executable=NAME) find the package the way they do on a robot. The
 CMake/rosidl build cannot run here (the ROS runtime in the wheel has no C headers), so this is the
@@ -66,7 +70,12 @@ def _write_executable(path: Path, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def _populate(root: Path, python: str, ros2_cli: bool) -> None:
+def _populate(root: Path, python: str, ros2_cli: bool, cli_only: bool) -> None:
+    if ros2_cli:
+        (root / "bin").mkdir()
+        _write_executable(root / "bin" / "ros2", ROS2_CLI.format(python=python))
+    if cli_only:
+        return
     index = root / "share" / "ament_index" / "resource_index" / "packages"
     index.mkdir(parents=True)
     (index / PACKAGE).write_text("")
@@ -88,19 +97,16 @@ def _populate(root: Path, python: str, ros2_cli: bool) -> None:
                 .replace("@MODULE@", module).replace("@FUNCTION@", function))
         _write_executable(lib / name, text)
 
-    if ros2_cli:
-        (root / "bin").mkdir()
-        _write_executable(root / "bin" / "ros2", ROS2_CLI.format(python=python))
 
-
-def build(prefix: Path, python: str, ros2_cli: bool) -> Path:
+def build(prefix: Path, python: str, ros2_cli: bool, cli_only: bool = False) -> Path:
     """Make `prefix` a symlink to a complete layout; returns the layout's real directory.
 
     Several test sessions and shells may source scripts/env.sh at once, so a layout is never
     modified in place: it is built under a name derived from its inputs and the symlink is swapped
     atomically; an unchanged layout is reused as it is.
     """
-    inputs = [python, str(ros2_cli), str(REPO), (REPO / "resource" / "executable.in").read_text(),
+    inputs = [python, str(ros2_cli), str(cli_only), str(REPO),
+              (REPO / "resource" / "executable.in").read_text(),
               (REPO / "resource" / "executables").read_text()]
     inputs += [name for name in SHARED_DIRS if (REPO / name).is_dir()]
     digest = hashlib.sha256("\0".join(inputs).encode()).hexdigest()[:12]
@@ -109,7 +115,7 @@ def build(prefix: Path, python: str, ros2_cli: bool) -> Path:
         prefix.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{prefix.name}-tmp-", dir=prefix.parent))
         staging.chmod(0o755)
-        _populate(staging, python, ros2_cli)
+        _populate(staging, python, ros2_cli, cli_only)
         try:
             staging.rename(real)
         except OSError:  # another process finished the same layout first
@@ -140,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prefix", type=Path)
     parser.add_argument("--ros2-cli", action="store_true", help="also write bin/ros2")
+    parser.add_argument("--cli-only", action="store_true",
+                        help="only bin/ros2 (the package comes from the colcon install)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for the executables (default: this one)")
     args = parser.parse_args(argv)
-    build(Path(os.path.abspath(args.prefix)), args.python, args.ros2_cli)
+    build(Path(os.path.abspath(args.prefix)), args.python, args.ros2_cli, args.cli_only)
     print(args.prefix)
     return 0
 

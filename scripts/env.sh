@@ -14,9 +14,11 @@
 #        isaacsim/exts/isaacsim.ros2.core/$ROS_DISTRO (jazzy unless ROS_DISTRO=humble), and exports
 #        PYTHONPATH, LD_LIBRARY_PATH, AMENT_PREFIX_PATH, ROS_DISTRO, ROS_VERSION, ROS_PYTHON_VERSION;
 #   3. RMW_IMPLEMENTATION=rmw_fastrtps_cpp unless already set;
-#   4. (re)builds build/ament_prefix, the development install layout of this package
-#      (scripts/ament_layout.py), and puts it first on AMENT_PREFIX_PATH so `ros2 run vla_ros ...`,
-#      `ros2 launch vla_ros ...` and launch_ros' Node(package='vla_ros', ...) find it.
+#   4. puts this package first on the runtime paths so `import vla_ros.action`, `ros2 run vla_ros ...`,
+#      `ros2 launch vla_ros ...` and launch_ros' Node(package='vla_ros', ...) find it: the colcon
+#      install of `make interfaces` (install/vla_ros, with the generated interfaces) when it was
+#      built for this ROS_DISTRO, else build/ament_prefix, the development layout of
+#      scripts/ament_layout.py (no generated interfaces: the Humble runtime tests the fallback).
 # Sourcing again (e.g. with another ROS_DISTRO) replaces what an earlier sourcing added. Used by the Makefile too, so a shell and `make test` see the same environment.
 
 if [ ! -f scripts/env.sh ] || [ ! -f package.xml ]; then
@@ -36,7 +38,7 @@ if [ -n "${1:-}" ]; then export ROS_DISTRO="$1"; fi
 # sees the caller's own environment and ROS_DISTRO=humble can switch runtimes.
 _vla_ros_strip() {
     printf '%s' "$1" | tr ':' '\n' \
-        | grep -v -F -e "/isaacsim/exts/isaacsim.ros2.core/" -e "$VLA_ROS_ROOT/build/ament_prefix" \
+        | grep -v -F -e "/isaacsim/exts/isaacsim.ros2.core/" -e "$VLA_ROS_ROOT/build/ament_prefix" -e "$VLA_ROS_ROOT/install/vla_ros" \
         | paste -sd: -
 }
 for _v in PYTHONPATH LD_LIBRARY_PATH AMENT_PREFIX_PATH PATH; do
@@ -77,10 +79,33 @@ fi
 export VLA_ROS_RUNTIME
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 
-# The wheel has no `ros2` executable; the layout gets a bin/ros2 wrapper around ros2cli in that case.
-if python scripts/ament_layout.py build/ament_prefix ${_VLA_ROS_WHEEL_DISTRO:+--ros2-cli} >/dev/null; then
-    export AMENT_PREFIX_PATH="$VLA_ROS_ROOT/build/ament_prefix:$AMENT_PREFIX_PATH"
+# The package itself: the colcon install of `make interfaces` (scripts/build_interfaces.sh) when it
+# was built for this distro, with the generated vla_ros.msg / vla_ros.action; otherwise (the
+# wheel's Humble, for which no build wheels exist) the development layout of scripts/ament_layout.py,
+# which has everything but the generated interfaces. The wheel has no `ros2` executable; the
+# layout (or, with the colcon install, a CLI-only layout) gets a bin/ros2 wrapper around ros2cli.
+_install=$VLA_ROS_ROOT/install/vla_ros
+if [ -f "$VLA_ROS_ROOT/install/.vla_ros_distro" ] \
+        && [ "$(cat "$VLA_ROS_ROOT/install/.vla_ros_distro")" = "$ROS_DISTRO" ]; then
+    _site=$(echo "$_install"/lib/python3*/site-packages)
+    export PYTHONPATH="$_site${PYTHONPATH:+:$PYTHONPATH}"
+    export LD_LIBRARY_PATH="$_install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export AMENT_PREFIX_PATH="$_install${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+    VLA_ROS_INSTALL="colcon install ($_install)"
+    _layout_args="--cli-only"
+    unset _site
+else
+    VLA_ROS_INSTALL="development layout without generated interfaces ($VLA_ROS_ROOT/build/ament_prefix)"
+    _layout_args=""
+fi
+export VLA_ROS_INSTALL
+if [ -n "$_layout_args" ] && [ -z "$_VLA_ROS_WHEEL_DISTRO" ]; then
+    :  # a system ROS 2 has its own ros2 command and the install has the package
+elif python scripts/ament_layout.py build/ament_prefix $_layout_args \
+        ${_VLA_ROS_WHEEL_DISTRO:+--ros2-cli} >/dev/null; then
+    [ -n "$_layout_args" ] || export AMENT_PREFIX_PATH="$VLA_ROS_ROOT/build/ament_prefix:$AMENT_PREFIX_PATH"
     export PATH="$VLA_ROS_ROOT/build/ament_prefix/bin:$PATH"
 else
     echo "scripts/env.sh: could not build build/ament_prefix; ros2 run/launch will not find vla_ros" >&2
 fi
+unset _install _layout_args

@@ -1,12 +1,14 @@
 """A fake robot for the vla_node tests: camera and joint-state publishers, command recorders.
 
 Everything goes over real DDS. The node under test runs in-process with an injected
-ScriptedPolicy (vla_ros.core.fixtures) so the tests need no checkpoint.
+ScriptedPolicy (vla_ros.core.fixtures) so the tests need no checkpoint. Goals go through
+vla_ros.ros.goal_client.InstructionClient: the ExecuteInstruction action where the generated types
+exist (Jazzy's colcon install), else the ~/instruction topic (Humble); ~/status is read as the
+type the node publishes (VlaStatus, or its JSON fallback).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,8 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.core.fixtures import ARM_JOINTS, ScriptedPolicy
+from vla_ros.ros.diagnostics import subscribe_status
+from vla_ros.ros.goal_client import GoalOutcome, InstructionClient
 from vla_ros.ros.vla_node import VlaNode
 
 CAMERAS = ("scene", "wrist")
@@ -89,7 +93,7 @@ class FakeRobot(Node):
         self.statuses: list[dict] = []
         self._lock = threading.Lock()
         self.create_subscription(output_type, output_topic, self._on_command, 100)
-        self.create_subscription(String, f"/{node_name}/status", self._on_status, 10)
+        subscribe_status(self, f"/{node_name}/status", self._on_status)
         self.frames_sent = 0
         self.create_timer(1.0 / rate_hz, self._publish)
 
@@ -122,9 +126,9 @@ class FakeRobot(Node):
         with self._lock:
             self.commands.append(msg)
 
-    def _on_status(self, msg: String) -> None:
+    def _on_status(self, fields: dict) -> None:
         with self._lock:
-            self.statuses.append(json.loads(msg.data))
+            self.statuses.append(fields)
 
     def command_count(self) -> int:
         with self._lock:
@@ -152,16 +156,49 @@ def positions_of(msg) -> list[float]:
     return list(msg.position)
 
 
-class Rig:
-    """A VlaNode + FakeRobot spun by one MultiThreadedExecutor in a background thread."""
+class GoalRun:
+    """One goal sent by InstructionClient.run in a thread of its own (tests go on meanwhile)."""
 
-    def __init__(self, context, policy=None, robot_kwargs=None, **params) -> None:
+    def __init__(self, client: InstructionClient, text: str, **kwargs) -> None:
+        self.text = text
+        self.started = threading.Event()
+        self.cancel = threading.Event()
+        self._outcome: GoalOutcome | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(client, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, client: InstructionClient, kwargs: dict) -> None:
+        try:
+            self._outcome = client.run(self.text, on_started=self.started.set, cancel=self.cancel, **kwargs)
+        except BaseException as exc:  # handed to the test thread by outcome()
+            self._error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def outcome(self, timeout_s: float = 15.0) -> GoalOutcome:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"goal {self.text!r} has no result after {timeout_s} s"
+        if self._error is not None:
+            raise self._error
+        return self._outcome
+
+
+class Rig:
+    """A VlaNode + FakeRobot spun by one MultiThreadedExecutor in a background thread.
+
+    ``interface`` ("auto", "action" or "topic") picks how goals are sent (see the module doc).
+    """
+
+    def __init__(self, context, policy=None, robot_kwargs=None, interface: str = "auto", **params) -> None:
         self.policy = policy or ScriptedPolicy()
         self.node = VlaNode(
             NODE_NAME, policy=self.policy, context=context, parameter_overrides=node_parameters(**params)
         )
         self.robot = FakeRobot(context, **(robot_kwargs or {}))
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.client = InstructionClient(self.robot, f"/{NODE_NAME}", interface)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.robot)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -183,18 +220,28 @@ class Rig:
             time.sleep(0.01)
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
-    def instruct(self, text: str = "wave the arm") -> None:
-        """Publish an instruction until a goal is active (the first may race the subscription match)."""
+    def send(self, text: str, **kwargs) -> GoalRun:
+        """Send a goal and return at once; ``GoalRun.outcome()`` waits for its result."""
+        return GoalRun(self.client, text, **kwargs)
+
+    def instruct(self, text: str = "wave the arm", **kwargs) -> GoalRun:
+        """Send a goal until the runtime runs it (the first may find no fresh observation yet)."""
 
         def active():
             rt = self.node.runtime
             return rt is not None and rt.feedback().goal_id >= 0
 
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not active():
-            self.robot.instruction_pub.publish(String(data=text))
+        while time.monotonic() < deadline:
+            goal = self.send(text, **kwargs)
+            while not goal.done() and not active():
+                time.sleep(0.01)
+            if active():
+                return goal
+            outcome = goal.outcome()
+            assert outcome.termination_reason == "rejected", outcome
             time.sleep(0.2)
-        assert active(), f"goal never started: last result {self.node.last_result}"
+        raise AssertionError(f"goal never started: last result {self.node.last_result}")
 
     def close(self) -> None:
         self._stop.set()
@@ -204,6 +251,7 @@ class Rig:
         finally:
             self.executor.shutdown(timeout_sec=1.0)
             self.node.destroy_node()
+            self.client.destroy()
             self.robot.destroy_node()
 
 
@@ -218,4 +266,4 @@ def wait_ready(rig: Rig, timeout_s: float = 10.0) -> None:
     )
 
 
-__all__ = ["CAMERAS", "FakeRobot", "Rig", "node_parameters", "positions_of", "rclpy", "wait_ready"]
+__all__ = ["CAMERAS", "FakeRobot", "GoalRun", "Rig", "node_parameters", "positions_of", "rclpy", "wait_ready"]

@@ -18,7 +18,6 @@ camera) when the camera stops, and a new goal runs once frames return.
 from __future__ import annotations
 
 import copy
-import json
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import yaml
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
+from node_harness import GoalRun  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -43,6 +43,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 # importing triton after EGL initialisation segfaults.
 import vla_ros.models.policy  # noqa: E402, F401, I001
 from vla_ros.core.policy import ActionChunk, Observation, Policy  # noqa: E402
+from vla_ros.ros.diagnostics import subscribe_status  # noqa: E402
+from vla_ros.ros.goal_client import InstructionClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTION = "pick up the red cube"
@@ -209,7 +211,7 @@ class ReplayRig:
 
     def __init__(self, **params):
         from diagnostic_msgs.msg import DiagnosticArray
-        from std_msgs.msg import Float64MultiArray, String
+        from std_msgs.msg import Float64MultiArray
 
         from vla_ros.models import load_policy
         from vla_ros.ros.vla_node import VlaNode
@@ -226,8 +228,9 @@ class ReplayRig:
         sub = self.listener.create_subscription
         sub(Float64MultiArray, "/arm_controller/commands",
             lambda m: self.commands.append((time.monotonic(), np.array(m.data))), 100)
-        sub(String, "/vla_node/status",
-            lambda m: self.statuses.append((time.monotonic(), json.loads(m.data))), 100)
+        subscribe_status(self.listener, "/vla_node/status",
+                         lambda fields: self.statuses.append((time.monotonic(), fields)), 100)
+        self.goals = InstructionClient(self.listener, "/vla_node")
         sub(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.append(
             (time.monotonic(), [(s.name, _level(s.level), s.message) for s in m.status])), 100)
         self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
@@ -244,18 +247,24 @@ class ReplayRig:
                                 text=True)
 
     def start_goal(self, timeout_s: float = 5.0) -> int:
-        """Start a goal as soon as the node has a fresh observation; returns its id."""
+        """Send a goal (the action where built, see node_harness) as soon as the node has a fresh
+        observation; returns its id."""
         deadline = time.monotonic() + timeout_s
+        outcome = None
         while time.monotonic() < deadline:
-            decision = self.node.start_goal(INSTRUCTION)
-            if decision.accepted:
-                return decision.goal_id
+            goal = GoalRun(self.goals, INSTRUCTION)
+            while not goal.started.is_set() and not goal.done():
+                time.sleep(0.005)
+            if goal.started.is_set():
+                return self.node.runtime.feedback().goal_id
+            outcome = goal.outcome()
             time.sleep(0.05)
-        raise AssertionError(f"goal not accepted within {timeout_s} s: {decision.reason}")
+        raise AssertionError(f"goal not accepted within {timeout_s} s: {outcome}")
 
     def close(self) -> None:
         self.node.hold_and_shutdown()
         self.executor.shutdown()
+        self.goals.destroy()
         self.listener.destroy_node()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
@@ -375,12 +384,9 @@ def test_dropped_frames_and_a_silent_camera_hold_report_and_resume(episode_bag, 
     rig = ReplayRig()
     try:
         replay = rig.start_replay(bag)
-        rig.start_goal()
+        goal_id = rig.start_goal()
         # The first goal must fault once the wrist camera has been silent past max age + grace.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (rig.node.last_result is None):
-            time.sleep(0.05)
-        result = rig.node.last_result
+        result = rig.node.wait_result(goal_id, timeout_s=20.0)
         t_fault = time.monotonic()
         calls_before_fault = list(rig.policy.calls)
         time.sleep(0.6)

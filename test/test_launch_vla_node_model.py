@@ -4,7 +4,6 @@ the node process loads the real model through vla_ros.models.load_policy, runs a
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -84,6 +83,8 @@ class TestVlaNodeWithModel(unittest.TestCase):
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float64MultiArray, String
 
+        from vla_ros.ros.diagnostics import subscribe_status
+
         context = Context()
         rclpy.init(context=context)
         node = rclpy.create_node("model_probe", context=context)
@@ -99,7 +100,7 @@ class TestVlaNodeWithModel(unittest.TestCase):
         node.create_subscription(
             Float64MultiArray, "/test/arm/commands", lambda m: commands.append(list(m.data)), 100
         )
-        node.create_subscription(String, f"{NODE}/status", lambda m: statuses.append(json.loads(m.data)), 10)
+        subscribe_status(node, f"{NODE}/status", statuses.append)  # VlaStatus, or its JSON fallback
         pixels = np.full((96, 128, 3), 120, np.uint8).tobytes()
 
         def publish():

@@ -8,7 +8,6 @@ import pytest
 
 pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
 from node_harness import Rig, wait_ready  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -19,7 +18,7 @@ def test_input_that_stops_publishing_holds_and_aborts_naming_it(rclpy_context, s
     try:
         rig.start()
         wait_ready(rig)
-        rig.instruct()
+        goal = rig.instruct()
         rig.wait_for(lambda: sum(not c.held for c in list(rig.node.command_log)) > 10, 5.0, "moving commands")
         rig.robot.silent.add(silent)
         rig.wait_for(
@@ -30,6 +29,10 @@ def test_input_that_stops_publishing_holds_and_aborts_naming_it(rclpy_context, s
         result = rig.node.last_result
         assert str(result.reason) == "fault" and not result.success
         assert silent in result.message, result.message
+        outcome = goal.outcome()  # the same reason reaches the goal's sender
+        assert outcome.termination_reason == "fault", outcome
+        if outcome.interface == "action":  # (the topic front-end carries no message)
+            assert silent in outcome.message, outcome
         others = {"scene", "wrist", "joint_states"} - {silent}
         assert not any(f"from {name}" in result.message for name in others), result.message
         # holding: every command after the fault is the same held position
@@ -85,13 +88,11 @@ def test_malformed_frames_are_reported_and_skipped(rclpy_context, corrupt, words
         ticks = len(rig.node.command_log)
         rig.wait_for(lambda: len(rig.node.command_log) > ticks + 5, 5.0, "ticks during bad frames")
         during = rig.node.inputs.observations
-        rig.robot.instruction_pub.publish(String(data="go"))
-        rig.wait_for(lambda: rig.node.last_result is not None, 5.0, "the goal to be refused or to fault")
         # refused at once (no fresh observation) or accepted on the last good one and then faulted
-        result = rig.node.last_result
-        assert str(result.reason) in ("rejected", "fault"), result
-        if str(result.reason) == "fault":
-            assert "camera 'scene'" in result.message, result.message
+        outcome = rig.send("go").outcome(10.0)
+        assert outcome.termination_reason in ("rejected", "fault"), outcome
+        if outcome.termination_reason == "fault" or outcome.interface == "action":
+            assert "camera 'scene'" in (outcome.message or rig.node.last_result.message), outcome
         # good frames again: observations flow again
         del rig.robot.frame_override["scene"]
         rig.wait_for(lambda: rig.node.inputs.observations > during + 3, 5.0, "observations after recovery")

@@ -1,5 +1,9 @@
-"""vla_node goals over DDS: ~/instruction to timeout, ~/stop and ~/estop hold within one control tick,
-success_topic completes, preempt/reject per goal policy; results read back from ~/status."""
+"""vla_node goals over DDS: a goal to its timeout, ~/stop and ~/estop hold within one control tick,
+success_topic completes, preempt/reject per goal policy; results read back from ~/status.
+
+Goals go as ExecuteInstruction where the generated types exist, else on ~/instruction (see
+node_harness); the last test drives the ~/instruction topic front-end on its own either way.
+"""
 
 from __future__ import annotations
 
@@ -81,7 +85,8 @@ def test_stop_and_estop_hold_within_one_control_tick(rclpy_context, how):
         np.testing.assert_allclose(positions_of(rig.robot.commands[-1]), held)
         if how == "estop":
             assert status["estop"] is True
-            rig.robot.instruction_pub.publish(String(data="move again"))
+            outcome = rig.send("move again").outcome()
+            assert outcome.termination_reason == "rejected", outcome
             _ended(rig, "rejected")
             assert "e-stop" in rig.node.last_result.message
             _assert_held_from(rig, len(rig.node.command_log))
@@ -96,13 +101,15 @@ def test_success_topic_completes_the_goal(rclpy_context):
     try:
         rig.start()
         wait_ready(rig)
-        rig.instruct()
+        goal = rig.instruct()
         rig.robot.success_pub.publish(Bool(data=False))  # false is not success
         rig.wait_for(lambda: rig.node.status()["step"] >= 3, 5.0, "three steps")
-        assert rig.node.last_result is None
+        assert not goal.done()
         rig.robot.success_pub.publish(Bool(data=True))
         _ended(rig, "completed")
         assert rig.node.last_result.success
+        outcome = goal.outcome()
+        assert outcome.success and outcome.termination_reason == "completed", outcome
     finally:
         rig.close()
 
@@ -115,7 +122,7 @@ def test_second_instruction_follows_the_goal_policy(rclpy_context, policy):
         wait_ready(rig)
         rig.instruct("first")
         first = rig.node.runtime.feedback().goal_id
-        rig.robot.instruction_pub.publish(String(data="second"))
+        second = rig.send("second")
         if policy == "preempt":
             _ended(rig, "preempted")
             assert rig.node.last_result.goal_id == first
@@ -123,20 +130,23 @@ def test_second_instruction_follows_the_goal_policy(rclpy_context, policy):
         else:
             _ended(rig, "rejected")
             assert "busy" in rig.node.last_result.message
+            assert second.outcome().termination_reason == "rejected"
             assert rig.node.runtime.feedback().goal_id == first  # the first goal still runs
             assert rig.node.status()["instruction"] == "first"
     finally:
         rig.close()
 
 
-def test_empty_instruction_is_rejected_with_a_reason(rclpy_context):
-    rig = Rig(rclpy_context)
+def test_topic_front_end_rejects_an_empty_instruction_with_a_reason(rclpy_context):
+    rig = Rig(rclpy_context, interface="topic", goal_timeout_s=0.5)
     try:
         rig.start()
         wait_ready(rig)
         rig.robot.instruction_pub.publish(String(data="   "))
         status = _ended(rig, "rejected")
         assert status["goal_active"] is False
-        assert "empty instruction" in rig.node.last_result.message
+        assert "whitespace-only instruction" in rig.node.last_result.message
+        outcome = rig.instruct("wave over the topic").outcome()  # and a good one runs to its end
+        assert outcome.interface == "topic" and outcome.termination_reason == "timeout", outcome
     finally:
         rig.close()

@@ -18,8 +18,6 @@ from node_harness import FakeRobot, positions_of  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from vla_ros.ros import interface_fields  # noqa: E402
-
 pytestmark = pytest.mark.ros
 
 PARAMS = """/**:
@@ -96,50 +94,3 @@ def test_node_process_runs_a_goal_and_holds_on_signal(rclpy_context, tmp_path, s
             process.communicate()
         executor.shutdown()
         robot.destroy_node()
-
-
-_ACTION, _STATUS, _WHY = interface_fields.load_interfaces()
-
-
-@pytest.mark.skipif(_ACTION is None, reason=f"ExecuteInstruction interfaces not built: {_WHY}")
-def test_action_server_goal_feedback_cancel_and_result(rclpy_context):
-    from node_harness import Rig, wait_ready
-    from rclpy.action import ActionClient
-
-    rig = Rig(rclpy_context, goal_timeout_s=1.0)
-    try:
-        rig.start()
-        wait_ready(rig)
-        client = ActionClient(rig.robot, _ACTION, "/rig_vla/execute_instruction")
-        assert client.wait_for_server(timeout_sec=5.0)
-        feedback = []
-        goal = interface_fields.fill(
-            _ACTION.Goal(), interface_fields.EXECUTE_GOAL, instruction="wave", timeout_s=0.0, max_steps=0
-        )
-        handle_future = client.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb))
-        rig.wait_for(handle_future.done, 5.0, "goal response")
-        handle = handle_future.result()
-        assert handle.accepted
-        result_future = handle.get_result_async()
-        rig.wait_for(result_future.done, 10.0, "result")
-        result = interface_fields.read(result_future.result().result, interface_fields.EXECUTE_RESULT)
-        assert result["termination_reason"] == "timeout" and not result["success"]
-        assert len(feedback) >= 2
-        # a second goal, canceled: holds and ends "canceled"
-        handle_future = client.send_goal_async(goal)
-        rig.wait_for(handle_future.done, 5.0, "goal response")
-        handle = handle_future.result()
-        rig.wait_for(lambda: rig.node.status()["goal_active"], 5.0, "goal running")
-        cancel = handle.cancel_goal_async()
-        rig.wait_for(cancel.done, 5.0, "cancel response")
-        result_future = handle.get_result_async()
-        rig.wait_for(result_future.done, 5.0, "result")
-        assert result_future.result().result.termination_reason == "canceled"
-        empty = interface_fields.fill(
-            _ACTION.Goal(), interface_fields.EXECUTE_GOAL, instruction=" ", timeout_s=0.0, max_steps=0
-        )
-        handle_future = client.send_goal_async(empty)
-        rig.wait_for(handle_future.done, 5.0, "goal response")
-        assert not handle_future.result().accepted
-    finally:
-        rig.close()

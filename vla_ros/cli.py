@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "bag-replay": ("vla_ros.ros.bag_replay", "replay a rosbag2 into ROS topics with its timing"),
     "eval-ros": ("vla_ros.ros.eval_ros", "closed-loop success through the full ROS stack"),
     "demo": ("vla_ros.ros.demo", "the end-to-end closed-loop demo behind `make demo`"),
+    "instruct": ("vla_ros.ros.instruct", "send one instruction to a running vla_node; feedback and result"),
 }
 
 

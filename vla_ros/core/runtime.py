@@ -54,6 +54,8 @@ class Runtime:
     and set later with ``set_policy``. ``on_command`` is called from the control-loop thread at
     the control rate; ``on_result`` once per goal with its terminal ``GoalResult`` (from
     whichever thread ended it). Callbacks must be quick and must not call ``stop()``.
+    ``first_goal_id`` lets a replacement runtime continue its predecessor's goal ids, so a goal
+    id names one goal for the life of the process.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Runtime:
         on_command: Callable[[Command], None],
         clock: Callable[[], float] = time.monotonic,
         on_result: Callable[[GoalResult], None] | None = None,
+        first_goal_id: int = 1,
     ) -> None:
         config.validate()
         self.config = config
@@ -77,7 +80,8 @@ class Runtime:
         self._state_index: np.ndarray | None = None  # state entries in action order, if mappable
         self.execution_clock = ExecutionClock()
         self.runner = TaskRunner(
-            config, 0.1, on_result=self._on_goal_result, on_activate=self._on_goal_activate
+            config, 0.1, on_result=self._on_goal_result, on_activate=self._on_goal_activate,
+            first_goal_id=first_goal_id,
         )
         self.worker: InferenceWorker | None = None
         self.loop: ControlLoop | None = None

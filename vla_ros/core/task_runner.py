@@ -44,6 +44,7 @@ class TaskRunner:
         action_period: float,
         on_result: Callable[[GoalResult], None] | None = None,
         on_activate: Callable[[int], None] | None = None,
+        first_goal_id: int = 1,
     ) -> None:
         self.config = config
         self.action_period = action_period
@@ -51,7 +52,7 @@ class TaskRunner:
         self._on_activate = on_activate  # called under the lock when a goal becomes active
         self._lock = threading.RLock()
         self._active: Goal | None = None
-        self._next_id = 1
+        self._next_id = first_goal_id  # a restarted runtime continues its predecessor's ids
         self.results: deque[GoalResult] = deque(maxlen=100)
         self.faults: deque[str] = deque(maxlen=20)
         self.fault_count = 0
@@ -108,6 +109,12 @@ class TaskRunner:
         if preempted is not None:
             self._deliver(preempted)
         return GoalDecision(True, "", goal.goal_id)
+
+    @property
+    def next_goal_id(self) -> int:
+        """The id the next accepted goal gets."""
+        with self._lock:
+            return self._next_id
 
     def finish(self, now: float, reason: TerminationReason, message: str, goal_id: int | None = None) -> bool:
         """End the active goal (only if it is ``goal_id`` when given); False if there was none."""

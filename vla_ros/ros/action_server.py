@@ -1,18 +1,26 @@
-"""The ExecuteInstruction action server (only where the generated interfaces exist).
+"""The ExecuteInstruction action server (where the generated interfaces exist).
 
-Goals pass a cheap request check (non-empty instruction, no negative limits) to be accepted by
-the action protocol; the runtime then decides. A runtime refusal (busy under goal_policy=reject,
-e-stop latched, no fresh observation) aborts the goal with termination_reason "rejected" and the
-runtime's reason as message, because the protocol's own rejection cannot carry a reason.
+Every goal request is accepted by the action protocol, and the node then decides: a refusal
+(bad request, no model, node inactive, busy under goal_policy=reject, e-stop latched, no fresh
+observation) aborts the goal at once with termination_reason "rejected" and the reason as message,
+because the protocol's own rejection cannot carry a reason. An accepted goal publishes feedback at
+`feedback_rate_hz` until the runtime ends it; its result comes from the node's GoalResults, which
+keeps every result whichever thread ended the goal and however early, so no goal waits for a
+result that was delivered before it started waiting. A goal whose runtime went away (deactivate,
+shutdown) ends "shutdown".
 """
 
 from __future__ import annotations
 
-import time
+import math
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
 from vla_ros.ros import interface_fields as fields
+
+
+def _finite(value: float) -> float:
+    return float(value) if math.isfinite(value) else 0.0
 
 
 class ExecuteInstructionServer:
@@ -24,17 +32,10 @@ class ExecuteInstructionServer:
             action_type,
             "~/execute_instruction",
             execute_callback=self._execute,
-            goal_callback=self._on_goal,
+            goal_callback=lambda _request: GoalResponse.ACCEPT,
             cancel_callback=lambda _handle: CancelResponse.ACCEPT,
             callback_group=callback_group,
         )
-
-    def _on_goal(self, request) -> GoalResponse:
-        goal = fields.read(request, fields.EXECUTE_GOAL)
-        if not goal["instruction"].strip() or goal["timeout_s"] < 0:
-            self._node.get_logger().warning(f"ExecuteInstruction goal rejected: bad request {goal}")
-            return GoalResponse.REJECT
-        return GoalResponse.ACCEPT
 
     def _result(self, **values):
         return fields.fill(self._type.Result(), fields.EXECUTE_RESULT, **values)
@@ -48,31 +49,25 @@ class ExecuteInstructionServer:
                 success=False, termination_reason="rejected", message=decision.reason, steps=0, duration_s=0.0
             )
         period = 1.0 / float(self._node.get_parameter("feedback_rate_hz").value)
-        result = None
-        canceled = False
-        while result is None:
-            result = self._node.wait_result(decision.goal_id, timeout_s=period)
-            if result is not None:
-                break
-            if handle.is_cancel_requested and not canceled:
-                canceled = True
-                runtime = self._node.runtime
-                if runtime is None or not runtime.cancel_goal(decision.goal_id):
-                    time.sleep(period)  # the goal ended meanwhile; its result is on its way
-                continue
+        cancel_sent = False
+        while (result := self._node.wait_result(decision.goal_id, timeout_s=period)) is None:
             runtime = self._node.runtime
-            if runtime is None:  # deactivated: the runtime's "shutdown" result is on its way or gone
+            if runtime is None:  # deactivated: the runtime ended the goal "shutdown" before it went
                 result = self._node.wait_result(decision.goal_id, timeout_s=1.0)
                 break
-            if handle.is_active:
-                fb = runtime.feedback()
+            if handle.is_cancel_requested and not cancel_sent:
+                cancel_sent = True  # False: it ended meanwhile, and its result is already kept
+                runtime.cancel_goal(decision.goal_id)
+                continue
+            fb = runtime.feedback()
+            if handle.is_active and fb.goal_id == decision.goal_id:
                 handle.publish_feedback(
                     fields.fill(
                         self._type.Feedback(),
                         fields.EXECUTE_FEEDBACK,
                         step=fb.step,
-                        elapsed_s=fb.elapsed_s,
-                        inference_latency_s=fb.latency_s if fb.latency_s == fb.latency_s else 0.0,
+                        elapsed_s=_finite(fb.elapsed_s),
+                        inference_latency_s=_finite(fb.latency_s),
                         actions_buffered=max(fb.buffered, 0),
                         state=fb.state,
                     )

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="scene seed of the (first) episode")
     p.add_argument("--task", default="any", choices=["any", "pick", "place"], help="task family")
     p.add_argument("--instruction", default="", help="send this instead of the scene's own instruction")
+    p.add_argument("--interface", choices=("auto", "action", "topic"), default="auto",
+                   help="how the goal is sent: the ExecuteInstruction action (auto: where built) or "
+                        "~/instruction")
     p.add_argument("--episodes", type=int, default=1, help="episodes to run (seeds seed, seed+1, ...)")
     p.add_argument("--checkpoint", default="", help="checkpoint directory (default: the default checkpoint)")
     p.add_argument("--execution", default="async", choices=["async", "sync"])
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     client = recorder = None
     code = 0
     try:
-        client = EpisodeClient("vla_ros_demo", record_frames=not args.no_video)
+        client = EpisodeClient("vla_ros_demo", record_frames=not args.no_video, interface=args.interface)
         refuse_second_stack(client)
         stack.start()
         print(f"demo: starting the simulated robot and vla_node ({checkpoint}); log: {out / 'launch.log'}")
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     shutil.rmtree(bag)
                 recorder = BagRecorder(client.node, bag, CLOSED_LOOP_TOPICS)
-            print(f"demo: episode {i} seed {seed}: {instruction!r}")
+            print(f"demo: episode {i} seed {seed}: {instruction!r} (over the {client.goals.interface})")
             result, trace = client.run_goal(instruction, args.timeout, seed=seed, record=(i == 0))
             if recorder is not None:
                 counts = recorder.close()

@@ -79,6 +79,32 @@ class StatusPublisher:
         self._node.destroy_publisher(self._pub)
 
 
+def status_message_type():
+    """The type ~/status has on this installation: VlaStatus, or std_msgs/String (JSON fallback)."""
+    _, status_type, _ = interface_fields.load_interfaces()
+    return status_type or String
+
+
+def status_to_fields(msg) -> dict[str, Any]:
+    """A received ~/status message (either type, see module doc) as a dict of VlaStatus fields.
+
+    "stamp" is the header stamp in seconds in both cases.
+    """
+    if isinstance(msg, String):
+        return json.loads(msg.data)
+    fields = interface_fields.read(msg, interface_fields.STATUS)
+    header = fields.pop("header")
+    fields["stamp"] = header.stamp.sec + header.stamp.nanosec * 1e-9
+    return fields
+
+
+def subscribe_status(node, topic: str, callback: Callable[[dict[str, Any]], None], qos=10, **kwargs):
+    """Subscribe ``callback(fields)`` to a vla_node's ~/status with the type the node publishes."""
+    return node.create_subscription(
+        status_message_type(), topic, lambda msg: callback(status_to_fields(msg)), qos, **kwargs
+    )
+
+
 def _kv(values: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in values.items()]
 

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="episode time limit, s (the sim's: 10)")
     p.add_argument("--vla-param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra vla_node parameter (YAML value), e.g. refill_margin_s=0.4; repeatable")
+    p.add_argument("--interface", choices=("auto", "action", "topic"), default="auto",
+                   help="how goals are sent: the ExecuteInstruction action (auto, where built) or the "
+                        "~/instruction topic; reported as \"interface\"")
     p.add_argument("--log", default="out/eval_ros/launch.log", help="where the nodes' output goes")
     p.add_argument("--startup-timeout", type=float, default=300.0)
     return p
@@ -99,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     t_begin = time.monotonic()
     code = 0
     try:
-        client = EpisodeClient("vla_ros_eval_ros")
+        client = EpisodeClient("vla_ros_eval_ros", interface=args.interface)
         refuse_second_stack(client)
         stack.start()
         client.wait_ready(args.startup_timeout, alive=stack.alive)
-        print(f"eval-ros: stack ready after {time.monotonic() - t_begin:.1f} s; {settings}", flush=True)
+        print(f"eval-ros: stack ready after {time.monotonic() - t_begin:.1f} s; goals over the "
+              f"{client.goals.interface}; {settings}", flush=True)
         for i in range(args.episodes):
             seed = args.seed + i
             episode = client.reset_episode(seed, "" if args.task == "any" else args.task)

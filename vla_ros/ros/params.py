@@ -226,6 +226,13 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param("max_steps", 0, "Default step limit when a goal gives 0 (0 = none)", "0..10^9", _between(0, 10**9)),
     Param(
+        "max_instruction_bytes",
+        4096,
+        "Longest instruction accepted, in UTF-8 bytes; a longer goal is rejected with the reason",
+        "1..1000000",
+        _between(1, 1_000_000),
+    ),
+    Param(
         "success_topic",
         "",
         "std_msgs/Bool topic; true completes the running goal (empty = off)",

@@ -10,6 +10,10 @@ Publishes (names relative to the node's namespace):
   ~/task_success                std_msgs/Bool, success_rate_hz (the vla_node's success_topic)
   ~/episode                     std_msgs/String JSON {seed, task, instruction, time_limit_s} (latched)
   /clock                        rosgraph_msgs/Clock, when stamp_source:=sim
+  <arm_controller>/controller_state  control_msgs/JointTrajectoryControllerState with every joint
+                                state: reference (the commanded target in force), feedback
+                                (measured) and error, stamped like the joint states (as
+                                ros2_control's JointTrajectoryController publishes it)
 Accepts, like a ForwardCommandController / JointTrajectoryController pair:
   <arm_controller>/commands         std_msgs/Float64MultiArray: 5 arm targets, or 5 + gripper
   <arm_controller>/joint_trajectory trajectory_msgs/JointTrajectory (by joint name, any order)
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _node_class():
     # rclpy is imported lazily so the pure CommandedTarget above is importable without ROS.
+    from control_msgs.msg import JointTrajectoryControllerState
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
@@ -226,6 +231,8 @@ def _node_class():
                 c: self.create_publisher(CompressedImage, f"{c}/image_raw/compressed", sensor_qos)
                 for c in self.cameras} if self.publish_compressed else {}
             self.pub_joints = self.create_publisher(JointState, self.joint_states_topic, 10)
+            self.pub_controller_state = self.create_publisher(
+                JointTrajectoryControllerState, f"{arm_ctrl}/controller_state", 10)
             self.pub_success = self.create_publisher(Bool, "~/task_success", 10)
             self.pub_instruction = self.create_publisher(String, "~/instruction", latched)
             self.pub_episode = self.create_publisher(String, "~/episode", latched)
@@ -369,7 +376,7 @@ def _node_class():
                 if now >= due["camera"]:
                     self._publish_images(env.observe()["images"], stamp)
                 if now >= due["joints"]:
-                    self._publish_joints(env.joint_state(), stamp)
+                    self._publish_joints(env.joint_state(), target, stamp)
                 if now >= due["success"]:
                     self.pub_success.publish(Bool(data=bool(env.success())))
                 for key, period in periods.items():
@@ -401,10 +408,17 @@ def _node_class():
                     msg.header.frame_id = f"{camera}_camera"
                     self.pub_compressed[camera].publish(msg)
 
-        def _publish_joints(self, state: np.ndarray, stamp: float) -> None:
-            msg = JointState(name=list(self.target.names), position=[float(v) for v in state])
+        def _publish_joints(self, state: np.ndarray, target: np.ndarray, stamp: float) -> None:
+            names, measured = list(self.target.names), [float(v) for v in state]
+            msg = JointState(name=names, position=measured)
             _stamp(msg.header.stamp, stamp)
             self.pub_joints.publish(msg)
+            controller = JointTrajectoryControllerState(joint_names=names)
+            _stamp(controller.header.stamp, stamp)
+            controller.reference.positions = [float(v) for v in target]
+            controller.feedback.positions = measured
+            controller.error.positions = [float(r - m) for r, m in zip(target, state, strict=True)]
+            self.pub_controller_state.publish(controller)
 
         def shutdown(self) -> None:
             self._stop.set()

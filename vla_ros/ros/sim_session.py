@@ -8,10 +8,12 @@ behind: SIGINT to the whole process group, then SIGTERM, then SIGKILL.
 
 `EpisodeClient` is a plain rclpy node. Per episode it re-arms vla_node (lifecycle deactivate,
 sim reset with a chosen seed, activate: a reset teleports the arm, and an active controller would
-otherwise keep holding its last command from the previous episode), sends the instruction (the
-ExecuteInstruction action when the interfaces are built, else ~/instruction), and follows the
-goal on ~/status until it ends. It also records what the plot needs: commands, joint states,
-chunk arrivals (a change of the status' latest inference latency) and scene frames.
+otherwise keep holding its last command from the previous episode), sends the instruction through
+vla_ros.ros.goal_client (the ExecuteInstruction action when the interfaces are built, else
+~/instruction and ~/status) and waits for the result. It also records what the plot needs:
+commanded and measured joints from the sim's controller_state, on the message stamps (receive
+times arrive in bursts), chunk arrivals (a change of the status' latest inference latency) and
+scene frames.
 """
 
 from __future__ import annotations
@@ -61,11 +63,13 @@ def launch_file(name: str = "sim_demo.launch.py") -> Path:
 
 
 def ament_environment() -> dict[str, str]:
-    """os.environ plus the development ament layout, so launch_ros finds vla_ros' executables."""
+    """os.environ, plus the development ament layout where no prefix on AMENT_PREFIX_PATH has
+    vla_ros (e.g. a shell that did not source scripts/env.sh), so launch_ros finds its executables."""
     env = dict(os.environ)
     prefix = REPO_ROOT / "build" / "ament_prefix"
     paths = env.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
-    if str(prefix) not in paths:
+    marker = Path("share", "ament_index", "resource_index", "packages", "vla_ros")
+    if not any(p and (Path(p) / marker).is_file() for p in paths):
         subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ament_layout.py"), str(prefix)],
                        check=True, capture_output=True)
         env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(prefix), *[p for p in paths if p]])
@@ -163,6 +167,7 @@ class EpisodeResult:
     latency_p95_s: float
     chunks: int
     message: str = ""
+    interface: str = ""  # what carried the goal: "action" or "topic"
 
     def to_dict(self) -> dict:
         def clean(v):
@@ -188,17 +193,18 @@ class EpisodeClient:
     """Drives episodes of the simulated stack through its ROS interfaces (see module doc)."""
 
     def __init__(self, node_name: str = "vla_ros_episode_client", record_frames: bool = False,
-                 command_topic: str = "/arm_controller/commands"):
+                 command_topic: str = "/arm_controller/commands", interface: str = "auto"):
         import rclpy
+        from control_msgs.msg import JointTrajectoryControllerState
         from lifecycle_msgs.srv import ChangeState, GetState
         from rcl_interfaces.srv import SetParameters
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile
-        from sensor_msgs.msg import Image, JointState
+        from sensor_msgs.msg import Image
         from std_msgs.msg import Bool, Float64MultiArray, String
         from std_srvs.srv import Trigger
 
-        from vla_ros.ros import interface_fields
+        from vla_ros.ros.goal_client import InstructionClient
 
         self.node = rclpy.create_node(node_name)
         self._lock = threading.Lock()
@@ -211,42 +217,29 @@ class EpisodeClient:
         self._last_latency: float | None = None
         self._commands_in_goal = 0
         self._chunks_in_goal = 0
-        self.action_type, status_type, _ = interface_fields.load_interfaces()
-        if status_type is not None:
-            self.node.create_subscription(status_type, f"{VLA_NODE}/status", self._on_status_msg, 10)
-        else:
-            self.node.create_subscription(String, f"{VLA_NODE}/status", self._on_status_json, 10)
+        # controller_state while recording: (received, stamp, reference, feedback)
+        self._stamped: list[tuple[float, float, list[float], list[float]]] = []
+        self.goals = InstructionClient(self.node, VLA_NODE, interface)
+        self.goals.status_listeners.append(self._on_status)
         self.node.create_subscription(Bool, f"{SIM_NODE}/task_success", self._on_success, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, f"{SIM_NODE}/instruction", self._on_instruction, latched)
         self.node.create_subscription(Float64MultiArray, command_topic, self._on_command, 50)
-        self.node.create_subscription(JointState, "/joint_states", self._on_joints, 50)
+        controller = command_topic.rsplit("/", 1)[0]
+        self.node.create_subscription(JointTrajectoryControllerState, f"{controller}/controller_state",
+                                      self._on_controller_state, 50)
         if record_frames:
             self.node.create_subscription(Image, "/scene/image_raw", self._on_frame, 10)
-        self.pub_instruction = self.node.create_publisher(String, f"{VLA_NODE}/instruction", 10)
         self.reset_client = self.node.create_client(Trigger, f"{SIM_NODE}/reset")
         self.sim_params = self.node.create_client(SetParameters, f"{SIM_NODE}/set_parameters")
         self.change_state = self.node.create_client(ChangeState, f"{VLA_NODE}/change_state")
         self.get_state = self.node.create_client(GetState, f"{VLA_NODE}/get_state")
-        self.action_client = None
-        if self.action_type is not None:
-            from rclpy.action import ActionClient
-
-            self.action_client = ActionClient(self.node, self.action_type, f"{VLA_NODE}/execute_instruction")
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(self.node)
         self._spin = threading.Thread(target=self.executor.spin, name="episode_client", daemon=True)
         self._spin.start()
 
     # ------------------------------------------------------------------ subscriptions
-    def _on_status_json(self, msg) -> None:
-        self._on_status(json.loads(msg.data))
-
-    def _on_status_msg(self, msg) -> None:
-        from vla_ros.ros import interface_fields
-
-        self._on_status(interface_fields.read(msg, interface_fields.STATUS))
-
     def _on_status(self, fields: dict) -> None:
         now = time.monotonic()
         with self._lock:
@@ -273,13 +266,13 @@ class EpisodeClient:
     def _on_command(self, msg) -> None:
         with self._lock:
             self._commands_in_goal += 1
-            if self.trace is not None:
-                self.trace.commands.append((time.monotonic() - self.trace.t0, list(msg.data)))
 
-    def _on_joints(self, msg) -> None:
+    def _on_controller_state(self, msg) -> None:
         if self.trace is not None:
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             with self._lock:
-                self.trace.joints.append((time.monotonic() - self.trace.t0, list(msg.position)))
+                self._stamped.append((time.monotonic(), stamp, list(msg.reference.positions),
+                                      list(msg.feedback.positions)))
 
     def _on_frame(self, msg) -> None:
         if self.trace is not None:
@@ -362,90 +355,53 @@ class EpisodeClient:
             self._chunks_in_goal = 0
             self._last_latency = None
             self.trace = Trace(t0=time.monotonic()) if record else None
-        if self.action_client is not None:
-            outcome = self._run_action_goal(instruction, timeout_s, accept_timeout_s)
-        else:
-            outcome = self._run_topic_goal(instruction, timeout_s, accept_timeout_s)
-        reason, message, steps, t_start, t_end = outcome
+            self._stamped = []
+        started: list[float] = []
+
+        def on_started() -> None:
+            started.append(time.monotonic())
+            with self._lock:
+                self._commands_in_goal = 0
+
+        if not self.goals.wait_for_node(accept_timeout_s):
+            raise TimeoutError(f"{VLA_NODE} is not reachable (no status or action server)")
+        deadline = time.monotonic() + accept_timeout_s
+        while True:  # "no fresh observation" right after activation is worth a retry
+            outcome = self.goals.run(instruction, timeout_s, on_started=on_started)
+            if outcome.termination_reason != "rejected" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        t_end = time.monotonic()
+        t_start = started[0] if started else t_end
         with self._lock:
             status = dict(self.status)
-            success = self.success or reason == "completed"
+            success = self.success or outcome.termination_reason == "completed"
             trace, self.trace = self.trace, None
+            stamped, self._stamped = self._stamped, []
             commands = self._commands_in_goal
             chunks = self._chunks_in_goal
         duration = max(t_end - t_start, 1e-9)
         if trace is not None:  # times relative to the goal's acceptance
             shift = t_start - trace.t0
-            trace.commands = [(t - shift, c) for t, c in trace.commands]
-            trace.joints = [(t - shift, q) for t, q in trace.joints]
+            if stamped:  # stamps onto this clock: the smallest receive delay is the best estimate
+                offset = min(received - stamp for received, stamp, _, _ in stamped)
+                trace.commands = [(stamp + offset - t_start, ref) for _, stamp, ref, _ in stamped]
+                trace.joints = [(stamp + offset - t_start, fb) for _, stamp, _, fb in stamped]
             trace.chunk_times = [t - shift for t in trace.chunk_times]
             trace.frames = [(t - shift, f) for t, f in trace.frames]
             trace.success_time = None if trace.success_time is None else trace.success_time - shift
             trace.t0 = t_start
         return EpisodeResult(
-            seed=seed, instruction=instruction, success=bool(success), reason=reason,
-            episode_time_s=duration, steps=steps, commands=commands, control_rate_hz=commands / duration,
+            seed=seed, instruction=instruction, success=bool(success), reason=outcome.termination_reason,
+            episode_time_s=duration, steps=outcome.steps, commands=commands,
+            control_rate_hz=commands / duration,
             latency_p50_s=float(status.get("inference_latency_p50_s", float("nan"))),
             latency_p95_s=float(status.get("inference_latency_p95_s", float("nan"))),
-            chunks=chunks, message=message), trace
-
-    def _run_topic_goal(self, instruction: str, timeout_s: float, accept_timeout_s: float):
-        from std_msgs.msg import String
-
-        deadline = time.monotonic() + accept_timeout_s
-        while True:  # "no fresh observation" right after activation is worth a retry
-            self.pub_instruction.publish(String(data=instruction))
-            sent = time.monotonic()
-            try:
-                self._wait(lambda sent=sent: self.status_time > sent and self.status.get("goal_active")
-                           and self.status.get("instruction") == instruction, 1.5, "the goal to start")
-                break
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    with self._lock:
-                        reason = self.status.get("last_termination_reason", "")
-                    return "rejected", f"not accepted in {accept_timeout_s:.0f} s ({reason})", 0, sent, sent
-        t_start = sent
-        with self._lock:
-            self._commands_in_goal = 0
-        last_step = [0]
-
-        def ended():
-            with self._lock:
-                if self.status.get("goal_active"):
-                    last_step[0] = int(self.status.get("step", 0))
-                    return False
-                return self.status_time > t_start
-        self._wait(ended, timeout_s + 30.0, f"the goal {instruction!r} to end")
-        t_end = time.monotonic()
-        with self._lock:
-            reason = self.status.get("last_termination_reason", "")
-        return reason, "", last_step[0], t_start, t_end
-
-    def _run_action_goal(self, instruction: str, timeout_s: float, accept_timeout_s: float):
-        goal = self.action_type.Goal(instruction=instruction, timeout_s=float(timeout_s))
-        if not self.action_client.wait_for_server(timeout_sec=accept_timeout_s):
-            raise TimeoutError("the ExecuteInstruction action server is not available")
-        deadline = time.monotonic() + accept_timeout_s
-        while True:
-            sent = time.monotonic()
-            future = self.action_client.send_goal_async(goal)
-            self._wait(future.done, accept_timeout_s, "the goal response")
-            handle = future.result()
-            if handle.accepted:
-                break
-            if time.monotonic() > deadline:
-                return "rejected", "goal rejected", 0, sent, sent
-            time.sleep(0.5)
-        with self._lock:
-            self._commands_in_goal = 0
-        result_future = handle.get_result_async()
-        self._wait(result_future.done, timeout_s + 30.0, f"the result of {instruction!r}")
-        result = result_future.result().result
-        return result.termination_reason, result.message, int(result.steps), sent, time.monotonic()
+            chunks=chunks, message=outcome.message, interface=outcome.interface), trace
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
+        self.goals.destroy()
         self.node.destroy_node()
 
 
@@ -477,4 +433,5 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
         "latency_p50_s": mean([r.latency_p50_s for r in results]),
         "latency_p95_s": mean([r.latency_p95_s for r in results]),
         "reasons": {k: sum(r.reason == k for r in results) for k in sorted({r.reason for r in results})},
+        "interface": ",".join(sorted({r.interface for r in results})),
     }

@@ -28,8 +28,18 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
+from vla_ros.core.instructions import instruction_problem, preview
 from vla_ros.core.policy import Observation, Policy
-from vla_ros.core.runtime import Command, GoalResult, Runtime, RuntimeConfig, TerminationReason
+from vla_ros.core.results import GoalResults
+from vla_ros.core.runtime import (
+    Command,
+    GoalDecision,
+    GoalResult,
+    RejectReason,
+    Runtime,
+    RuntimeConfig,
+    TerminationReason,
+)
 from vla_ros.core.safety import SafetyFilter, SafetyLimits
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
@@ -101,14 +111,14 @@ class VlaNode(LifecycleNode):
         self.inputs: ObservationInput | None = None
         self.output: CommandOutput | None = None
         self.last_error = ""  # why the last transition failed (also logged)
-        self.last_result: GoalResult | None = None
+        self.results = GoalResults()  # every goal's result, for the front-ends that wait on it
+        self._next_goal_id = 1  # goal ids go on across runtimes (deactivate/activate): results are by id
         self.commands_published = 0
         self.publish_latency: collections.deque[float] = collections.deque(maxlen=2000)  # tick -> published
         self.command_log: collections.deque[Command] = collections.deque(maxlen=5000)  # for tests, benches
         self._last_positions: np.ndarray | None = None
         self._estop = False
         self._goal_instructions: dict[int, str] = {}
-        self._result_waiters: dict[int, tuple[threading.Event, list]] = {}
         self._state_lock = threading.Lock()
         self._problems: collections.deque[str] = collections.deque(maxlen=20)
         self._problem_log_times: dict[str, float] = {}
@@ -182,6 +192,7 @@ class VlaNode(LifecycleNode):
                 self._on_command,
                 clock=self._runtime_clock,
                 on_result=self._on_result,
+                first_goal_id=self._next_goal_id,
             )
             self.runtime.start()
             if self._estop:
@@ -244,6 +255,7 @@ class VlaNode(LifecycleNode):
             self._success_sub = None
         if self.runtime is not None:
             self.runtime.stop()
+            self._next_goal_id = self.runtime.runner.next_goal_id
             self.runtime = None
             if self.output is not None and self._last_positions is not None:
                 self.output.publish(self._last_positions)
@@ -331,19 +343,16 @@ class VlaNode(LifecycleNode):
                 result = GoalResult(
                     result.goal_id, result.success, result.reason, message, result.steps, result.duration_s
                 )
-        message = result.message
         with self._state_lock:
-            self.last_result = result
             self._goal_instructions.pop(result.goal_id, None)
-            waiter = self._result_waiters.get(result.goal_id)
-        log = self.get_logger().info if result.success else self.get_logger().warning
-        log(
-            f"goal {result.goal_id} ended: {result.reason} after {result.steps} steps "
-            f"({result.duration_s:.2f} s){': ' + message if message else ''}"
-        )
-        if waiter is not None:
-            waiter[1].append(result)
-            waiter[0].set()
+        self.results.put(result)
+        line = (f"goal {result.goal_id} ended: {result.reason} after {result.steps} steps "
+                f"({result.duration_s:.2f} s){': ' + result.message if result.message else ''}")
+        # Two call sites: rclpy refuses one call site logging at two severities.
+        if result.success:
+            self.get_logger().info(line)
+        else:
+            self.get_logger().warning(line)
         self.publish_status()
 
     def _on_observation(self, obs: Observation) -> None:
@@ -363,35 +372,45 @@ class VlaNode(LifecycleNode):
             self.get_logger().warning(message)
 
     # ------------------------------------------------------------------------ front-ends
-    def start_goal(self, instruction: str, timeout_s: float = 0.0, max_steps: int = 0):
-        """Start a goal on the runtime (both front-ends go through here); returns the GoalDecision."""
-        from vla_ros.core.runtime import GoalDecision
+    @property
+    def last_result(self) -> GoalResult | None:
+        """The newest goal result, a front-end's rejection included (~/status reports its reason)."""
+        return self.results.last
 
-        if not instruction.strip():
-            return GoalDecision(False, "bad request: empty instruction", -1)
-        if timeout_s < 0 or max_steps < 0:
-            return GoalDecision(
-                False, f"bad request: timeout_s={timeout_s}, max_steps={max_steps} must be >= 0", -1
-            )
-        if self.runtime is None:
-            return GoalDecision(False, "node is not active", -1)
-        decision = self.runtime.start_goal(instruction, timeout_s=timeout_s, max_steps=max_steps)
-        if not decision.accepted and (trouble := self._input_trouble()):
-            decision = GoalDecision(False, f"{decision.reason}; {trouble}", -1)
+    def start_goal(self, instruction: str, timeout_s: float = 0.0, max_steps: int = 0) -> GoalDecision:
+        """Start a goal on the runtime (both front-ends go through here); returns the GoalDecision.
+
+        A refusal names why: a bad request (empty, oversized or NUL-carrying instruction, negative
+        limits), no model (node unconfigured), the node inactive, or the runtime's own reason.
+        """
+        limit = self.config.max_instruction_bytes if self.config is not None else int(
+            self.get_parameter("max_instruction_bytes").value)
+        problem = instruction_problem(instruction, limit)
+        if not problem and (timeout_s < 0 or max_steps < 0):
+            problem = f"timeout_s={timeout_s} and max_steps={max_steps} must be >= 0"
+        runtime = self.runtime
+        if problem:
+            decision = GoalDecision(False, f"{RejectReason.BAD_REQUEST}: {problem}", -1)
+        elif self.config is None:
+            decision = GoalDecision(False, f"{RejectReason.NO_MODEL}: the node is not configured", -1)
+        elif runtime is None:
+            decision = GoalDecision(False, f"{RejectReason.NOT_RUNNING}: the node is not active", -1)
+        else:
+            decision = runtime.start_goal(instruction, timeout_s=timeout_s, max_steps=max_steps)
+            if not decision.accepted and (trouble := self._input_trouble()):
+                decision = GoalDecision(False, f"{decision.reason}; {trouble}", -1)
         if decision.accepted:
             with self._state_lock:
                 self._goal_instructions[decision.goal_id] = instruction
-            self.get_logger().info(f"goal {decision.goal_id} accepted: {instruction!r}")
+            self.get_logger().info(f"goal {decision.goal_id} accepted: {preview(instruction)}")
         else:
-            self.get_logger().warning(f"goal rejected: {decision.reason} ({instruction!r})")
+            self.results.put(GoalResult(-1, False, "rejected", decision.reason, 0, 0.0))
+            self.get_logger().warning(f"goal rejected: {decision.reason} ({preview(instruction)})")
+            self.publish_status()
         return decision
 
     def _on_instruction(self, msg: String) -> None:
-        decision = self.start_goal(msg.data)
-        if not decision.accepted:
-            with self._state_lock:
-                self.last_result = GoalResult(-1, False, "rejected", decision.reason, 0, 0.0)
-            self.publish_status()
+        self.start_goal(msg.data)
 
     def _on_stop(self, request, response):
         canceled = self.runtime is not None and self.runtime.cancel_goal()
@@ -427,16 +446,7 @@ class VlaNode(LifecycleNode):
 
     def wait_result(self, goal_id: int, timeout_s: float | None = None) -> GoalResult | None:
         """Block until goal ``goal_id`` ends (for the action server's execute callback)."""
-        with self._state_lock:
-            if self.last_result is not None and self.last_result.goal_id == goal_id:
-                return self.last_result
-            waiter = self._result_waiters.setdefault(goal_id, (threading.Event(), []))
-        waiter[0].wait(timeout_s)
-        with self._state_lock:
-            if waiter[1]:
-                self._result_waiters.pop(goal_id, None)
-                return waiter[1][0]
-        return None
+        return self.results.wait(goal_id, timeout_s)
 
     # ------------------------------------------------------------------------ status
     def status(self) -> dict:
