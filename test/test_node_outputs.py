@@ -194,6 +194,8 @@ def test_diagnostics_and_status_are_published(rclpy_context):
             "faults",
         ):
             assert key in runtime, key
+        # The goal runs from rig.instruct(); the next ~/status (10 Hz) reports it.
+        rig.wait_for(lambda: rig.robot.last_status().get("goal_active"), 5.0, "goal_active on ~/status")
         status = rig.robot.last_status()
         assert status["state"] in ("waiting", "running") and status["goal_active"] is True
         assert status["control_period_p99_s"] > 0 and status["inference_latency_p95_s"] > 0

@@ -367,7 +367,9 @@ class EpisodeClient:
             raise TimeoutError(f"{VLA_NODE} is not reachable (no status or action server)")
         deadline = time.monotonic() + accept_timeout_s
         while True:  # "no fresh observation" right after activation is worth a retry
-            outcome = self.goals.run(instruction, timeout_s, on_started=on_started)
+            # The topic carries no timeout: the stack's launch sets vla_node's goal_timeout_s to it.
+            outcome = self.goals.run(instruction, timeout_s if self.goals.interface == "action" else 0.0,
+                                     on_started=on_started, result_timeout_s=timeout_s + 30.0)
             if outcome.termination_reason != "rejected" or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
