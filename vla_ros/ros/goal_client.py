@@ -36,6 +36,9 @@ class GoalOutcome:
     steps: int
     duration_s: float  # as the node reports it (topic: measured here from the start to the end)
     feedback: list[dict[str, Any]] = field(default_factory=list)  # every feedback received, in order
+    # time.monotonic() when the node took the request (action: the goal response arrived; topic:
+    # the publish that started the goal); NaN when it never did
+    sent_at: float = float("nan")
 
 
 class InstructionClient:
@@ -135,6 +138,7 @@ class InstructionClient:
         if not _wait(sent.done, 10.0):
             raise TimeoutError(f"{self.vla_node}/execute_instruction did not answer the goal request")
         handle = sent.result()
+        sent_at = time.monotonic()
         if not handle.accepted:  # the server accepts every well-formed request and aborts with a reason
             return GoalOutcome("action", False, "rejected", "goal rejected by the action server", 0, 0.0,
                                feedback)
@@ -153,7 +157,8 @@ class InstructionClient:
         if not started.is_set() and result["termination_reason"] != "rejected" and on_started is not None:
             on_started()  # ended before its first feedback
         return GoalOutcome("action", bool(result["success"]), result["termination_reason"],
-                           result["message"], int(result["steps"]), float(result["duration_s"]), feedback)
+                           result["message"], int(result["steps"]), float(result["duration_s"]), feedback,
+                           sent_at)
 
     def _run_topic(self, instruction, timeout_s, max_steps, on_feedback, on_started, result_timeout_s,
                    cancel) -> GoalOutcome:
@@ -210,7 +215,7 @@ class InstructionClient:
             self.node.destroy_client(stop)
         reason = str(status.get("last_termination_reason", ""))
         return GoalOutcome("topic", reason == "completed", reason, "", steps, time.monotonic() - sent,
-                           feedback)
+                           feedback, sent)
 
     def destroy(self) -> None:
         if self._action_client is not None:

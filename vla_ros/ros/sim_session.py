@@ -356,25 +356,20 @@ class EpisodeClient:
             self._last_latency = None
             self.trace = Trace(t0=time.monotonic()) if record else None
             self._stamped = []
-        started: list[float] = []
-
-        def on_started() -> None:
-            started.append(time.monotonic())
-            with self._lock:
-                self._commands_in_goal = 0
-
         if not self.goals.wait_for_node(accept_timeout_s):
             raise TimeoutError(f"{VLA_NODE} is not reachable (no status or action server)")
         deadline = time.monotonic() + accept_timeout_s
         while True:  # "no fresh observation" right after activation is worth a retry
+            with self._lock:
+                self._commands_in_goal = 0
             # The topic carries no timeout: the stack's launch sets vla_node's goal_timeout_s to it.
             outcome = self.goals.run(instruction, timeout_s if self.goals.interface == "action" else 0.0,
-                                     on_started=on_started, result_timeout_s=timeout_s + 30.0)
+                                     result_timeout_s=timeout_s + 30.0)
             if outcome.termination_reason != "rejected" or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         t_end = time.monotonic()
-        t_start = started[0] if started else t_end
+        t_start = outcome.sent_at if np.isfinite(outcome.sent_at) else t_end
         with self._lock:
             status = dict(self.status)
             success = self.success or outcome.termination_reason == "completed"
