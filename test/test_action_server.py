@@ -175,6 +175,9 @@ def test_cancel_ends_the_goal_canceled_and_holds(make_rig):
     result = goal.result()
     assert result["termination_reason"] == "canceled", result
     assert rig.node.runtime.feedback().goal_id == -1
+    after = len(rig.node.command_log)
+    rig.wait_for(lambda: len(rig.node.command_log) > after + 10, 5.0, "ten ticks after the cancel")
+    assert all(c.held for c in list(rig.node.command_log)[after:]), "the arm did not hold after the cancel"
 
 
 def test_max_steps_ends_after_exactly_that_many_steps(make_rig):
