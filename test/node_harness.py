@@ -198,7 +198,7 @@ class Rig:
         )
         self.robot = FakeRobot(context, **(robot_kwargs or {}))
         self.client = InstructionClient(self.robot, f"/{NODE_NAME}", interface)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.robot)
         self._thread = threading.Thread(target=self._spin, daemon=True)

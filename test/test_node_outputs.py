@@ -53,7 +53,12 @@ def _check_limits(arm: np.ndarray, gripper: np.ndarray | None) -> None:
     ],
 )
 def test_each_output_mode_publishes_every_tick_within_limits(rclpy_context, mode, msg_type):
-    rig = Rig(rclpy_context, output_mode=mode, robot_kwargs=dict(output_type=msg_type), **LIMIT_PARAMS)
+    # Counts every delivered command, so the goal goes over the ~/instruction topic: in this one
+    # Python process the action client and server's extra executor work slowed the fake robot's
+    # receiving below 50 Hz on 2 cores (64-78 of 121-146 commands arrived; all with the topic). The
+    # action paths have their own tests (test_action_server.py).
+    rig = Rig(rclpy_context, output_mode=mode, robot_kwargs=dict(output_type=msg_type), interface="topic",
+              **LIMIT_PARAMS)
     try:
         _run_goal(rig)
         received = list(rig.robot.commands)

@@ -135,7 +135,9 @@ class InstructionClient:
         if not self._action_client.wait_for_server(timeout_sec=10.0):
             raise TimeoutError(f"the action server {self.vla_node}/execute_instruction is not available")
         sent = self._action_client.send_goal_async(goal, feedback_callback=on_feedback_msg)
-        if not _wait(sent.done, 10.0):
+        answered = threading.Event()
+        sent.add_done_callback(lambda _future: answered.set())
+        if not answered.wait(10.0):
             raise TimeoutError(f"{self.vla_node}/execute_instruction did not answer the goal request")
         handle = sent.result()
         sent_at = time.monotonic()
@@ -143,16 +145,17 @@ class InstructionClient:
             return GoalOutcome("action", False, "rejected", "goal rejected by the action server", 0, 0.0,
                                feedback)
         result_future = handle.get_result_async()
+        ended = threading.Event()
+        result_future.add_done_callback(lambda _future: ended.set())
         deadline = None if result_timeout_s is None else time.monotonic() + result_timeout_s
         canceled = False
-        while not result_future.done():
+        while not ended.wait(0.05):  # wakes at once on the result; polls only for cancel and deadline
             if deadline is not None and time.monotonic() > deadline:
                 handle.cancel_goal_async()
                 raise TimeoutError(f"no result for {instruction[:80]!r} within {result_timeout_s:.0f} s")
             if cancel is not None and cancel.is_set() and not canceled:
                 canceled = True
                 handle.cancel_goal_async()
-            time.sleep(0.01)
         result = interface_fields.read(result_future.result().result, interface_fields.EXECUTE_RESULT)
         if not started.is_set() and result["termination_reason"] != "rejected" and on_started is not None:
             on_started()  # ended before its first feedback
