@@ -111,7 +111,7 @@ def test_goal_runs_to_its_timeout_with_feedback(make_rig):
     goal = Goal(rig, client, "pick up the red cube", timeout_s=0.8)
     result = goal.result()
     assert result["termination_reason"] == "timeout" and not result["success"]
-    assert result["steps"] >= 4 and 0.7 <= result["duration_s"] <= 3.0, result
+    assert result["steps"] >= 4 and result["duration_s"] >= 0.8 - 0.02, result  # a timeout never ends early
     assert len(goal.feedback) >= 5
     steps = [fb["step"] for fb in goal.feedback]
     assert steps == sorted(steps) and steps[-1] > 0
