@@ -134,6 +134,10 @@ class FakeRobot(Node):
         with self._lock:
             return len(self.commands)
 
+    def last_command(self):
+        with self._lock:
+            return self.commands[-1] if self.commands else None
+
     def last_status(self) -> dict:
         with self._lock:
             return dict(self.statuses[-1]) if self.statuses else {}

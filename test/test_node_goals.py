@@ -78,11 +78,14 @@ def test_stop_and_estop_hold_within_one_control_tick(rclpy_context, how):
         assert last_moving <= answered_at
         np.testing.assert_array_equal(held, log[last_moving].positions)  # held where it was, not elsewhere
         status = _ended(rig, "canceled" if how == "stop" else "estop")
-        # the robot received the same held value
+        # The robot receives the held value (its newest command; not every command: under load a
+        # reader's queue may overflow, and which ones it kept is not what this test is about).
         rig.wait_for(
-            lambda: rig.robot.command_count() >= len(rig.node.command_log), 5.0, "commands delivered"
+            lambda: (last := rig.robot.last_command()) is not None
+            and np.allclose(positions_of(last), held),
+            5.0,
+            "the held command at the robot",
         )
-        np.testing.assert_allclose(positions_of(rig.robot.commands[-1]), held)
         if how == "estop":
             assert status["estop"] is True
             outcome = rig.send("move again").outcome()
