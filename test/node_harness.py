@@ -75,6 +75,7 @@ class FakeRobot(Node):
         self.image_size = image_size
         self.silent: set[str] = set()  # cameras (or "joint_states") that stop publishing
         self.frame_override: dict[str, Callable[[Image], Image]] = {}
+        self.joint_override: Callable[[JointState], JointState] | None = None
         self.camera_pubs = {
             name: self.create_publisher(
                 CompressedImage if name in compressed else Image,
@@ -119,7 +120,7 @@ class FakeRobot(Node):
         if "joint_states" not in self.silent:
             msg = JointState(name=self.joint_names, position=[0.0] * len(self.joint_names))
             msg.header.stamp = stamp
-            self.joint_pub.publish(msg)
+            self.joint_pub.publish(self.joint_override(msg) if self.joint_override else msg)
         self.frames_sent += 1
 
     def _on_command(self, msg) -> None:
@@ -212,6 +213,10 @@ class Rig:
     def _spin(self) -> None:
         while not self._stop.is_set() and self.executor.context.ok():
             self.executor.spin_once(timeout_sec=0.05)
+
+    def spinning(self) -> bool:
+        """False once the executor's thread has ended (a callback raised into it, or close())."""
+        return self._thread.is_alive()
 
     def start(self) -> None:
         assert self.node.autostart(), self.node.last_error

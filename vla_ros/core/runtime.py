@@ -259,6 +259,10 @@ class Runtime:
         """Cancel the active goal (or only if it has ``goal_id``); False if there was none."""
         return self.runner.finish(self.clock(), TerminationReason.CANCELED, "canceled on request", goal_id)
 
+    def fault_goal(self, message: str, goal_id: int | None = None) -> bool:
+        """End the active goal (or only ``goal_id``) with "fault"; the next tick holds."""
+        return self.runner.fault(self.clock(), message, goal_id)
+
     def complete_goal(self, goal_id: int | None = None) -> bool:
         """External success signal: end the active goal with "completed"."""
         return self.runner.finish(self.clock(), TerminationReason.COMPLETED, "success reported", goal_id)

@@ -159,6 +159,20 @@ PARAMS: tuple[Param, ...] = (
         "[0, 60]",
         _between(0.0, 60.0),
     ),
+    Param(
+        "max_stamp_lead_s",
+        0.5,
+        "Messages stamped further ahead of the node's clock are dropped (clock skew allowed), seconds",
+        "[0, 3600]",
+        _between(0.0, 3600.0),
+    ),
+    Param(
+        "joint_state_limit_margin",
+        0.5,
+        "Joint states further outside position_lower/upper are dropped as implausible (rad; gripper 0..1)",
+        "[0, 100]",
+        _between(0.0, 100.0),
+    ),
     # control
     Param(
         "control_rate_hz",
@@ -547,6 +561,13 @@ def check_against_model(config: NodeConfig, spec) -> None:
             list(config.joint_names),
             f"{dims} joints (with gripper_joint {config.gripper_joint!r}) but the model has "
             f"{spec.action_dim} action dimensions {list(spec.action_names)}",
+        )
+    if spec.state_dim != dims:
+        raise _fail(
+            "joint_names",
+            list(config.joint_names),
+            f"the node reads {dims} joint positions {list(config.command_joint_names)} as the model's "
+            f"state, but the model's state has {spec.state_dim} values {list(spec.state_names)}",
         )
     if config.gripper_joint and spec.gripper_index not in (None, spec.action_dim - 1):
         raise _fail(

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import numpy as np
@@ -211,6 +212,7 @@ class VlaNode(LifecycleNode):
                 self._on_joint_state,
                 self._on_problem,
                 clock=self._runtime_clock,
+                on_internal_error=self._on_internal_error,
             )
             if config.success_topic:
                 self._success_sub = self.create_subscription(
@@ -370,6 +372,17 @@ class VlaNode(LifecycleNode):
         if now - self._problem_log_times.get(source, -1e9) >= 2.0:  # throttled per source
             self._problem_log_times[source] = now
             self.get_logger().warning(message)
+
+    def _on_internal_error(self, source: str, exc: BaseException) -> None:
+        """Last resort for a callback that raised (a bug, not bad input): fault, hold, live on."""
+        message = f"internal error in the {source} callback: {type(exc).__name__}: {exc}"
+        self._on_problem(source, message)
+        now = time.monotonic()
+        if now - self._problem_log_times.get("internal_trace", -1e9) >= 2.0:
+            self._problem_log_times["internal_trace"] = now
+            self.get_logger().error("".join(traceback.format_exception(exc)))
+        if self.runtime is not None:
+            self.runtime.fault_goal(message)
 
     # ------------------------------------------------------------------------ front-ends
     @property
