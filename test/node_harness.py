@@ -233,6 +233,15 @@ class Rig:
         """Send a goal and return at once; ``GoalRun.outcome()`` waits for its result."""
         return GoalRun(self.client, text, **kwargs)
 
+    def start_moving(self, moving_ticks: int = 10) -> GoalRun:
+        """Activate, wait for inputs, send a goal and wait until it has moved the arm this many ticks."""
+        self.start()
+        wait_ready(self)
+        goal = self.instruct()
+        self.wait_for(lambda: sum(not c.held for c in list(self.node.command_log)) > moving_ticks, 5.0,
+                      "moving commands")
+        return goal
+
     def instruct(self, text: str = "wave the arm", **kwargs) -> GoalRun:
         """Send a goal until the runtime runs it (the first may find no fresh observation yet)."""
 

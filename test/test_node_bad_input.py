@@ -85,10 +85,7 @@ def _commands_within_limits(rig: Rig) -> None:
 def test_bad_joint_states_are_dropped_named_held_and_recovered(rclpy_context, corrupt, words):
     rig = Rig(rclpy_context)
     try:
-        rig.start()
-        wait_ready(rig)
-        goal = rig.instruct()
-        rig.wait_for(lambda: sum(not c.held for c in list(rig.node.command_log)) > 10, 5.0, "moving commands")
+        goal = rig.start_moving()
         rig.robot.joint_override = corrupt
         rig.wait_for(lambda: rig.node.inputs.skipped["joint_states"] >= 5, 5.0, "dropped joint states")
         problem = [p for p in rig.node._problems if p.startswith("joint_states")][-1]
@@ -151,10 +148,7 @@ def test_an_unexpected_exception_in_a_callback_faults_the_goal_and_the_node_live
     monkeypatch.setattr(observation_sync, "image_msg_to_rgb", convert)
     rig = Rig(rclpy_context)
     try:
-        rig.start()
-        wait_ready(rig)
-        goal = rig.instruct()
-        rig.wait_for(lambda: sum(not c.held for c in list(rig.node.command_log)) > 10, 5.0, "moving commands")
+        goal = rig.start_moving()
         broken["on"] = True
         outcome = goal.outcome()
         assert outcome.termination_reason == "fault", outcome

@@ -16,10 +16,7 @@ pytestmark = pytest.mark.ros
 def test_input_that_stops_publishing_holds_and_aborts_naming_it(rclpy_context, silent):
     rig = Rig(rclpy_context)
     try:
-        rig.start()
-        wait_ready(rig)
-        goal = rig.instruct()
-        rig.wait_for(lambda: sum(not c.held for c in list(rig.node.command_log)) > 10, 5.0, "moving commands")
+        goal = rig.start_moving()
         rig.robot.silent.add(silent)
         rig.wait_for(
             lambda: rig.robot.last_status().get("last_termination_reason") == "fault",
