@@ -11,10 +11,10 @@ otherwise the time limit, never a fault.
 The question only has an answer for a competent policy: a policy that solves few scenes offline
 succeeds or fails on a scene by chance, and a few milliseconds of real-time jitter decide which
 (seen with a checkpoint solving 15% offline: 0 of 3 of its solved seeds through ROS, while the
-same stack completes every seeded episode with the scripted expert as its policy). So the test
-runs when the checkpoint solves at least MIN_OFFLINE_RATE of the candidate seeds offline, and
-otherwise skips, printing the rate it measured. The ROS loop itself is always checked, with the
-expert, by test_closed_loop_expert.py.
+same stack completes every seeded episode with the scripted expert as its policy). The shipped
+checkpoint solves 9 of the 10 candidate seeds offline; one solving fewer than MIN_OFFLINE_RATE of
+them has regressed and fails the success test (it does not skip). The ROS loop itself is always
+checked, with the expert, by test_closed_loop_expert.py.
 """
 
 from __future__ import annotations
@@ -106,11 +106,12 @@ def test_model_episodes_end_as_a_correct_stack_ends_them(stack):
 
 def test_instructions_in_tasks_done_within_the_time_limit(stack):
     solved = stack[3]
-    if len(solved) < MIN_OFFLINE_RATE * CANDIDATES:
-        last = FIRST_SEED + CANDIDATES - 1
-        pytest.skip(f"the default checkpoint solves {len(solved)}/{CANDIDATES} of seeds {FIRST_SEED}..{last} "
-                    f"without ROS (< {MIN_OFFLINE_RATE:.0%}): success through ROS would be chance; the ROS "
-                    "loop itself is covered by test_closed_loop_expert.py")
+    last = FIRST_SEED + CANDIDATES - 1
+    # The shipped checkpoint solves 9/10 of these seeds offline (`make checkpoint`); below the bar
+    # the checkpoint has regressed, which fails here rather than skipping.
+    assert len(solved) >= MIN_OFFLINE_RATE * CANDIDATES, (
+        f"the default checkpoint solves {len(solved)}/{CANDIDATES} of seeds {FIRST_SEED}..{last} without "
+        f"ROS (< {MIN_OFFLINE_RATE:.0%}): it has regressed")
     results = _run(stack)
     successes = [r for r in results if r.success]
     assert len(successes) >= 2, [r.to_dict() for r in results]

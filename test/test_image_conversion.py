@@ -52,18 +52,21 @@ def test_mono_and_depth_encodings(bigendian):
     out = raw_to_rgb("mono8", h, w, w, mono.tobytes())
     assert (out == mono[:, :, None]).all()
 
-    wide = np.arange(h * w, dtype=np.uint16).reshape(h, w) * 5000
+    # 16-bit: the full range onto 0..255 (the high byte); values and results written out by hand
+    wide = np.array([[0, 255, 256], [32768, 40000, 65280], [65535, 1, 511], [5, 6, 7]], np.uint16)
+    wide_expected = np.array([[0, 0, 1], [128, 156, 255], [255, 0, 1], [0, 0, 0]], np.uint8)
     data = wide.astype(">u2" if bigendian else "<u2").tobytes()
     for encoding in ("mono16", "16UC1"):
         out = raw_to_rgb(encoding, h, w, 2 * w, data, is_bigendian=bigendian)
-        np.testing.assert_array_equal(out[:, :, 0], (wide >> 8).astype(np.uint8))
+        np.testing.assert_array_equal(out[:, :, 0], wide_expected)
         assert (out[:, :, 0] == out[:, :, 2]).all()
 
-    depth = np.linspace(-0.5, 1.5, h * w, dtype=np.float32).reshape(h, w)
-    depth[0, 0] = np.nan
+    # 32FC1: 0.0..1.0 onto 0..255 rounded, clipped outside, NaN -> 0
+    depth = np.array([[np.nan, -0.5, 0.0], [0.25, 0.5, 0.999], [1.0, 1.5, np.inf], [-np.inf, 0.1, 0.9]],
+                     np.float32)
+    depth_expected = np.array([[0, 0, 0], [64, 128, 255], [255, 255, 255], [0, 26, 230]], np.uint8)
     out = raw_to_rgb("32FC1", h, w, 4 * w + 4, _padded(depth, 4)[0])
-    expected = (np.clip(np.nan_to_num(depth, nan=0.0), 0, 1) * 255 + 0.5).astype(np.uint8)
-    np.testing.assert_array_equal(out[:, :, 1], expected)
+    np.testing.assert_array_equal(out[:, :, 1], depth_expected)
 
 
 @settings(max_examples=40, deadline=None)

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from vla_ros.models.tokenizer import ByteTokenizer, batch_encode
-from vla_ros.models.vla import VLAModel, count_parameters, make_config
+from vla_ros.models.vla import VLAModel, _load_backbone, count_parameters, make_config
 
 torch.set_num_threads(1)
 HEADS = ["regression", "flow"]
@@ -163,6 +163,24 @@ def test_pretrained_backbones_load_from_local_directories(tmp_path):
         cached = model.predict(model.encode_instruction(ids, mask), images, state, noise)
         full = model.predict_uncached(ids, mask, images, state, noise)
     assert (cached - full).abs().max() <= 1e-5
+
+
+def test_backbone_loading_is_strict_but_for_the_siglip_head():
+    """A backbone save missing a key, or with one this model does not have, is refused by name;
+    only SigLIP's MAP head (head.*, not built here) may be left over."""
+    torch.manual_seed(0)
+    model = VLAModel(make_config("tiny"))
+    state = model.vision.state_dict()
+    head = {"head.probe": torch.zeros(1, 1, 4)}
+    _load_backbone(model.vision, {**state, **head}, "siglip_dir", ignore_prefix="head.")
+    missing = next(k for k in state if "k_proj.weight" in k)
+    with pytest.raises(ValueError, match="siglip_dir") as info:
+        _load_backbone(model.vision, {k: v for k, v in state.items() if k != missing}, "siglip_dir",
+                       ignore_prefix="head.")
+    assert missing in str(info.value)
+    with pytest.raises(ValueError, match="unexpected keys .*extra.weight"):
+        _load_backbone(model.vision, {**state, "extra.weight": torch.zeros(1)}, "siglip_dir",
+                       ignore_prefix="head.")
 
 
 def test_byte_tokenizer_unicode_and_truncation():

@@ -76,6 +76,7 @@ def test_urdf_limits_replace_the_parameter_lists_and_keep_velocity_where_the_urd
         ({"control_rate_hz": "fast"}, ["'control_rate_hz'", "expected float"]),
         ({"output_mode": "twist"}, ["'output_mode'", "position_array | joint_trajectory | joint_state"]),
         ({"blending": "mix"}, ["'blending'", "replace | average | crossfade | ensemble"]),
+        ({"starvation_policy": "zero_velocity"}, ["'starvation_policy'", "hold_last | hold_measured"]),
         ({"sync_slop_s": -0.1}, ["'sync_slop_s'", "(0, 1]"]),
         ({"realtime_priority": 120}, ["'realtime_priority'", "0..99"]),
         ({"device": "tpu"}, ["'device'", "'cpu', 'cuda' or 'cuda:N'"]),

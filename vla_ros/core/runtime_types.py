@@ -14,7 +14,7 @@ import numpy as np
 
 Interpolation = Literal["linear", "hold"]
 BlendRule = Literal["replace", "average", "crossfade", "ensemble"]
-StarvationPolicy = Literal["hold_last", "hold_measured", "zero_velocity"]
+StarvationPolicy = Literal["hold_last", "hold_measured"]
 GoalPolicy = Literal["preempt", "reject"]
 ExecutionMode = Literal["async", "sync"]
 
@@ -83,8 +83,7 @@ class RuntimeConfig:
 
     # starvation and staleness
     # hold_last: repeat the last command; hold_measured: go (velocity-limited) to the measured
-    # position; zero_velocity: hold the last command, named for velocity-interface controllers,
-    # which the ROS shell then sends zero velocities (positions-only commands cannot tell it apart)
+    # position. (Commands are positions only, so a "zero velocity" policy would be hold_last.)
     starvation_policy: StarvationPolicy = "hold_last"
     max_starved_s: float = 1.0  # starved longer than this under a goal -> fault
     observation_max_age_s: float = 0.5  # an observation older than this is stale
@@ -123,8 +122,8 @@ class RuntimeConfig:
             (self.refill_margin_s >= 0, "refill_margin_s must be >= 0"),
             (self.latency_window >= 1, "latency_window must be >= 1"),
             (
-                self.starvation_policy in ("hold_last", "hold_measured", "zero_velocity"),
-                "starvation_policy must be hold_last, hold_measured or zero_velocity",
+                self.starvation_policy in ("hold_last", "hold_measured"),
+                f"starvation_policy must be hold_last or hold_measured, not {self.starvation_policy!r}",
             ),
             (self.max_starved_s > 0, "max_starved_s must be > 0"),
             (self.observation_max_age_s > 0, "observation_max_age_s must be > 0"),

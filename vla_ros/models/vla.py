@@ -250,8 +250,8 @@ class VLAModel(PreTrainedModel):
             "vocab_size": lcfg.vocab_size, "lm_width": lcfg.hidden_size,
             "vision_backbone": _backbone_dict(vcfg), "language_backbone": _backbone_dict(lcfg), **overrides})
         model = cls(config)
-        model.vision.load_state_dict(vision.state_dict(), strict=False)  # minus the unused MAP head
-        model.language.load_state_dict(language.state_dict())
+        _load_backbone(model.vision, vision.state_dict(), vision_dir, ignore_prefix="head.")
+        _load_backbone(model.language, language.state_dict(), language_dir)
         return model
 
     # --- building blocks -----------------------------------------------------------------------
@@ -426,3 +426,18 @@ def count_parameters(config: VLAConfig) -> int:
     with torch.device("meta"):
         model = VLAModel(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def _load_backbone(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, ignore_prefix: str = ""
+) -> None:
+    """Load ``state`` into ``module``, strictly but for keys under ``ignore_prefix`` (SigLIP's MAP head,
+    which this model does not build); a missing or unexpected key raises, naming the keys and ``source``."""
+    result = module.load_state_dict(state, strict=False)
+    unexpected = [k for k in result.unexpected_keys if not (ignore_prefix and k.startswith(ignore_prefix))]
+    if result.missing_keys or unexpected:
+        raise ValueError(
+            f"backbone weights from {source} do not fit {type(module).__name__}: "
+            f"missing keys {result.missing_keys[:8]}{' ...' if len(result.missing_keys) > 8 else ''}, "
+            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+        )

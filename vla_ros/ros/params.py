@@ -27,7 +27,7 @@ GOAL_POLICIES = ("preempt", "reject")
 TRANSPORTS = ("raw", "compressed")
 # These four mirror vla_ros.core.runtime_types (BlendRule, StarvationPolicy, Interpolation, ExecutionMode).
 BLEND_RULES = ("replace", "average", "crossfade", "ensemble")
-STARVATION_POLICIES = ("hold_last", "hold_measured", "zero_velocity")
+STARVATION_POLICIES = ("hold_last", "hold_measured")
 INTERPOLATIONS = ("linear", "hold")
 EXECUTIONS = ("async", "sync")
 
