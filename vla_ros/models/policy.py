@@ -19,13 +19,37 @@ DEFAULT_CHECKPOINT_NAME = "tiny"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_checkpoint() -> Path:
-    """The trained default checkpoint kept in the repository (rebuilt by ``make checkpoint``)."""
+def checkpoint_search_path(name: str = DEFAULT_CHECKPOINT_NAME) -> list[Path]:
+    """Where the default checkpoint is looked for, in order.
+
+    $VLA_ROS_CHECKPOINT alone when set; else the source tree (a checkout, or a colcon
+    --symlink-install whose modules resolve into it), then ``share/vla_ros/checkpoints/<name>`` under
+    each AMENT_PREFIX_PATH entry (a copying ``colcon build`` installs it there: CMakeLists.txt).
+    AMENT_PREFIX_PATH is read directly, as ament_index_python would, so this module needs no ROS.
+    """
     env = os.environ.get("VLA_ROS_CHECKPOINT")
-    path = Path(env) if env else REPO_ROOT / "checkpoints" / DEFAULT_CHECKPOINT_NAME
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"default checkpoint {path} is missing; build it with `make checkpoint`")
-    return path
+    if env:
+        return [Path(env)]
+    places = []
+    if (REPO_ROOT / "package.xml").is_file():
+        places.append(REPO_ROOT / "checkpoints" / name)
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        places.append(Path(prefix) / "share" / "vla_ros" / "checkpoints" / name)
+    return places
+
+
+def default_checkpoint() -> Path:
+    """The trained default checkpoint shipped with the package (rebuilt by ``make checkpoint``)."""
+    places = checkpoint_search_path()
+    for path in places:
+        if (path / "model.safetensors").is_file():
+            return path
+    looked = ", ".join(str(p) for p in places) or "nowhere (no source tree, AMENT_PREFIX_PATH empty)"
+    raise FileNotFoundError(
+        f"default checkpoint {DEFAULT_CHECKPOINT_NAME!r} not found; looked in {looked}. A pip install "
+        "carries no checkpoint: pass one (checkpoint_dir / --checkpoint), set VLA_ROS_CHECKPOINT to a "
+        "checkout's checkpoints/tiny, install with colcon (share/vla_ros/checkpoints), or train one "
+        "with `make checkpoint`")
 
 
 class VLAPolicy(Policy):

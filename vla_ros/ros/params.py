@@ -58,7 +58,8 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "checkpoint_dir",
         "",
-        "Model checkpoint directory; empty = the package's default checkpoint",
+        "Model checkpoint directory; empty = the default checkpoint ($VLA_ROS_CHECKPOINT, the source "
+        "tree's checkpoints/tiny, or share/vla_ros/checkpoints/tiny of the install)",
         "an existing directory or empty",
     ),
     Param(
