@@ -10,6 +10,7 @@ import pytest
 from vla_ros.core.control_loop import skip_missed
 from vla_ros.core.fixtures import ObservationFeeder, ScriptedPolicy, default_spec, wait_until
 from vla_ros.core.runtime import Runtime, RuntimeConfig, TerminationReason
+from vla_ros.core.stats import RingBuffer
 
 LIVENESS_S = 15.0  # generous: the machine is shared; these bound hangs, they measure nothing
 
@@ -49,9 +50,33 @@ def test_worker_and_loop_stop_within_the_join_bound_mid_inference():
     with Run(policy, stop_timeout_s=5.0) as run:
         run.start_goal()
         assert wait_until(lambda: run.rt.worker.busy_since is not None, LIVENESS_S)
-    assert run.rt.stop_report == {"worker_stopped": True, "loop_stopped": True}
+    assert run.rt.stop_report == {"worker_stopped": True, "loop_stopped": True, "results_stopped": True}
     assert not run.rt.worker.alive and not run.rt.loop.running
     assert [r.reason for r in run.results] == [TerminationReason.SHUTDOWN]
+
+
+def test_a_goal_ending_inside_a_control_tick_has_its_result_handled_off_the_control_thread():
+    """A timeout ends the goal inside tick(); the front-end's result handler (logging, status,
+    statistics) runs on the runtime's result thread, and a slow handler does not stall the loop."""
+    import threading
+    import time
+
+    seen = []
+
+    def slow_handler(result):
+        seen.append((threading.current_thread().name, result.reason))
+        time.sleep(0.3)
+
+    policy = ScriptedPolicy()
+    run = Run(policy)
+    run.rt = Runtime(policy, RuntimeConfig(), run.commands.append, on_result=slow_handler)
+    with run:
+        run.rt.start_goal("put the cube in the bowl", timeout_s=0.3)
+        assert wait_until(lambda: seen, LIVENESS_S)
+        assert run.ticks_advance(5)  # ticking on while the handler sleeps
+    assert seen[0] == ("vla_ros-results", TerminationReason.TIMEOUT)
+    assert run.rt.stop_report["results_stopped"]
+    assert [reason for _, reason in seen] == [TerminationReason.TIMEOUT]  # nothing active at stop
 
 
 def test_loop_keeps_ticking_while_the_policy_raises_and_the_worker_survives():
@@ -174,3 +199,17 @@ def test_worker_runs_the_real_model(tmp_path):
     assert run.results[-1].reason is TerminationReason.CANCELED
     actions = [c for c in run.commands if c.reason == "action"]
     assert all(np.all(np.isfinite(c.positions)) and c.positions.shape == (6,) for c in actions)
+
+
+def test_ring_buffer_keeps_the_last_samples_oldest_first():
+    ring = RingBuffer(4)
+    assert len(ring) == 0 and ring.values().size == 0
+    for value in (1.0, 2.0, 3.0):
+        ring.append(value)
+    assert ring.values().tolist() == [1.0, 2.0, 3.0]
+    for value in (4.0, 5.0, 6.0):
+        ring.append(value)
+    assert ring.values().tolist() == [3.0, 4.0, 5.0, 6.0] and len(ring) == 4 and ring.count == 6
+    snapshot = ring.values()
+    ring.append(7.0)
+    assert snapshot.tolist() == [3.0, 4.0, 5.0, 6.0]  # a copy, not a view

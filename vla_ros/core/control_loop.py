@@ -11,13 +11,12 @@ import logging
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
 from vla_ros.core.clock import sleep_until, try_realtime_priority
-from vla_ros.core.stats import period_errors, summarize_ms
+from vla_ros.core.stats import RingBuffer, period_errors, summarize_ms
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,8 @@ class ControlLoop:
         self._name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._tick_times: deque[float] = deque(maxlen=history)  # wake-up times, monotonic
-        self._lateness: deque[float] = deque(maxlen=history)  # wake-up minus deadline
+        self._tick_times = RingBuffer(history)  # wake-up times, monotonic
+        self._lateness = RingBuffer(history)  # wake-up minus deadline
         self._lock = threading.Lock()
         self.ticks = 0
         self.missed_ticks = 0
@@ -110,12 +109,12 @@ class ControlLoop:
 
     def tick_times(self) -> np.ndarray:
         with self._lock:
-            return np.fromiter(self._tick_times, dtype=np.float64, count=len(self._tick_times))
+            return self._tick_times.values()
 
     def stats(self) -> dict:
         with self._lock:
-            times = np.fromiter(self._tick_times, dtype=np.float64, count=len(self._tick_times))
-            lateness = np.fromiter(self._lateness, dtype=np.float64, count=len(self._lateness))
+            times = self._tick_times.values()
+            lateness = self._lateness.values()
             out = {
                 "ticks": self.ticks,
                 "missed_ticks": self.missed_ticks,

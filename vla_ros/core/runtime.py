@@ -20,6 +20,7 @@ from vla_ros.core.buffer import ActionBuffer
 from vla_ros.core.clock import ExecutionClock
 from vla_ros.core.control_loop import ControlLoop
 from vla_ros.core.policy import Observation, Policy, PolicySpec
+from vla_ros.core.results import ResultDispatcher
 from vla_ros.core.runtime_types import (
     Command,
     Feedback,
@@ -52,8 +53,9 @@ class Runtime:
 
     ``policy`` may be None (goals are then rejected with "no model", no commands are sent)
     and set later with ``set_policy``. ``on_command`` is called from the control-loop thread at
-    the control rate; ``on_result`` once per goal with its terminal ``GoalResult`` (from
-    whichever thread ended it). Callbacks must be quick and must not call ``stop()``.
+    the control rate; ``on_result`` once per goal with its terminal ``GoalResult``, in order, from
+    the runtime's result thread once started (never the control thread; inline when stepped by
+    hand). Callbacks must be quick and must not call ``stop()``.
     ``first_goal_id`` lets a replacement runtime continue its predecessor's goal ids, so a goal
     id names one goal for the life of the process.
     """
@@ -72,6 +74,7 @@ class Runtime:
         self.clock = clock
         self._on_command = on_command
         self._user_on_result = on_result
+        self._results = ResultDispatcher(on_result or (lambda _r: None), self._count_callback_error)
         self._lock = threading.Lock()
         self._policy: Policy | None = None
         self._spec: PolicySpec | None = None
@@ -114,6 +117,7 @@ class Runtime:
             return
         if self.config.gil_switch_interval_s is not None:
             sys.setswitchinterval(self.config.gil_switch_interval_s)
+        self._results.start()
         self._ensure_worker().start()
         self.loop = ControlLoop(
             self.config.control_period,
@@ -135,6 +139,7 @@ class Runtime:
         self.stop_report = {
             "worker_stopped": self.worker.stop(timeout) if self.worker else True,
             "loop_stopped": self.loop.stop(timeout) if self.loop else True,
+            "results_stopped": self._results.stop(timeout),
         }
         if not all(self.stop_report.values()):
             log.warning("runtime stop: threads still running after %.1f s: %s", timeout, self.stop_report)
@@ -286,11 +291,10 @@ class Runtime:
         if self._buffer is not None:
             self._buffer.reset(-1, only_if=result.goal_id)
         if self._user_on_result is not None:
-            try:
-                self._user_on_result(result)
-            except Exception:
-                self.counters["callback_errors"] += 1
-                log.exception("on_result callback failed for goal %d", result.goal_id)
+            self._results.submit(result)
+
+    def _count_callback_error(self, _result: GoalResult) -> None:
+        self.counters["callback_errors"] += 1
 
     # outputs -----------------------------------------------------------------------------
     def feedback(self) -> Feedback:

@@ -40,6 +40,33 @@ class RollingWindow:
             return len(self._values)
 
 
+class RingBuffer:
+    """The last ``size`` float samples in a preallocated array: O(1) ``append``, one memcpy per
+    ``values()``. The control loop appends under its lock every tick, so a reader must not hold
+    that lock for long: copying a deque of 100k floats element by element took milliseconds."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"RingBuffer size must be >= 1, got {size}")
+        self._data = np.zeros(size, dtype=np.float64)
+        self._next = 0  # index of the next write
+        self.count = 0  # samples ever appended
+
+    def append(self, value: float) -> None:
+        self._data[self._next] = value
+        self._next = (self._next + 1) % len(self._data)
+        self.count += 1
+
+    def values(self) -> np.ndarray:
+        """The kept samples, oldest first (a copy)."""
+        if self.count < len(self._data):
+            return self._data[: self._next].copy()
+        return np.concatenate((self._data[self._next :], self._data[: self._next]))
+
+    def __len__(self) -> int:
+        return min(self.count, len(self._data))
+
+
 def summarize_ms(samples_s: np.ndarray, prefix: str) -> dict[str, float]:
     """p50/p99/max/mean of samples in seconds, as ``{prefix}_p50_ms: ...``."""
     if len(samples_s) == 0:
