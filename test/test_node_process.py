@@ -37,43 +37,63 @@ LAUNCHER = (
     "import sys; from vla_ros.core.fixtures import ScriptedPolicy; from vla_ros.ros.vla_node import main; "
     "sys.exit(main(sys.argv, policy=ScriptedPolicy()))"
 )
+# The same, with a bug injected outside every input guard: the ~/status timer callback raises, once,
+# while the first goal runs.
+FAULTY_LAUNCHER = (
+    "import sys; from vla_ros.core.fixtures import ScriptedPolicy; from vla_ros.ros import vla_node\n"
+    "original, calls = vla_node.VlaNode.publish_status, []\n"
+    "def publish_status(self):\n"
+    "    if not calls and self.runtime is not None and self.runtime.runner.active() is not None:\n"
+    "        calls.append(1)\n"
+    "        raise RuntimeError('injected timer failure')\n"
+    "    original(self)\n"
+    "vla_node.VlaNode.publish_status = publish_status\n"
+    "sys.exit(vla_node.main(sys.argv, policy=ScriptedPolicy()))"
+)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_node_process_runs_a_goal_and_holds_on_signal(rclpy_context, tmp_path, sig):
+def _node_process(tmp_path, launcher: str = LAUNCHER) -> subprocess.Popen:
     params_file = tmp_path / "params.yaml"
     params_file.write_text(PARAMS)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            LAUNCHER,
-            "--autostart",
-            "--ros-args",
-            "--params-file",
-            str(params_file),
-            "-r",
-            "__node:=proc_vla",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return subprocess.Popen(
+        [sys.executable, "-c", launcher, "--autostart", "--ros-args", "--params-file", str(params_file),
+         "-r", "__node:=proc_vla"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    robot = FakeRobot(rclpy_context, node_name="proc_vla")
-    executor = SingleThreadedExecutor(context=rclpy_context)
+
+
+def _spin(robot):
+    executor = SingleThreadedExecutor(context=robot.context)
     executor.add_node(robot)
     stop = threading.Event()
     spinner = threading.Thread(
         target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)]
     )
     spinner.start()
+
+    def close():
+        stop.set()
+        spinner.join(5)
+        executor.shutdown()
+    return close
+
+
+def _run_goal(robot, process, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not robot.last_status().get("goal_active"):
+        assert process.poll() is None, process.communicate()[0]
+        robot.instruction_pub.publish(String(data="wave"))
+        time.sleep(0.3)
+    assert robot.last_status().get("goal_active"), "the process never ran a goal"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_node_process_runs_a_goal_and_holds_on_signal(rclpy_context, tmp_path, sig):
+    process = _node_process(tmp_path)
+    robot = FakeRobot(rclpy_context, node_name="proc_vla")
+    close = _spin(robot)
     try:
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not robot.last_status().get("goal_active"):
-            assert process.poll() is None, process.communicate()[0]
-            robot.instruction_pub.publish(String(data="wave"))
-            time.sleep(0.3)
-        assert robot.last_status().get("goal_active"), "the process never ran a goal"
+        _run_goal(robot, process)
         moving = robot.command_count()
         time.sleep(0.5)
         assert robot.command_count() > moving + 5
@@ -82,15 +102,43 @@ def test_node_process_runs_a_goal_and_holds_on_signal(rclpy_context, tmp_path, s
         assert process.returncode == 0, output
         assert "shutting down: holding the arm" in output
         assert "ended: shutdown" in output, output
+        # a clean shutdown: nothing destroyed under the executor, no callback raised
+        assert "never retrieved" not in output and "Traceback" not in output, output
         time.sleep(0.3)  # let the last messages arrive
         last = np.array(positions_of(robot.commands[-1]))
         before = np.array(positions_of(robot.commands[-2]))
         np.testing.assert_allclose(last, before)  # the final message repeats the last command: a hold
     finally:
-        stop.set()
-        spinner.join(5)
+        close()
         if process.poll() is None:
             process.kill()
             process.communicate()
-        executor.shutdown()
+        robot.destroy_node()
+
+
+def test_an_exception_outside_the_input_guards_faults_the_goal_and_the_process_lives(
+    rclpy_context, tmp_path
+):
+    """The spin-level guard in main(): a callback that raises (here the status timer) would end the
+    executor's spin; instead the goal faults with the error named, the arm holds, the node spins on."""
+    process = _node_process(tmp_path, FAULTY_LAUNCHER)
+    robot = FakeRobot(rclpy_context, node_name="proc_vla")
+    close = _spin(robot)
+    try:
+        _run_goal(robot, process)
+        time.sleep(2.0)  # the failure comes at the first status while the goal runs
+        assert process.poll() is None, process.communicate()[0]
+        _run_goal(robot, process)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+        assert process.returncode == 0, output
+        error = "internal error in the executor callback: RuntimeError: injected timer failure"
+        assert "goal 1 ended: fault after" in output and error in output, output
+        later = output[output.index("goal 1 ended: fault"):]
+        assert "goal 2 accepted" in later and "goal 2 ended: shutdown" in later, output
+    finally:
+        close()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
         robot.destroy_node()

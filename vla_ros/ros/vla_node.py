@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
@@ -212,7 +212,7 @@ class VlaNode(LifecycleNode):
                 self._on_joint_state,
                 self._on_problem,
                 clock=self._runtime_clock,
-                on_internal_error=self._on_internal_error,
+                on_internal_error=self.on_internal_error,
             )
             if config.success_topic:
                 self._success_sub = self.create_subscription(
@@ -340,7 +340,7 @@ class VlaNode(LifecycleNode):
     def _on_result(self, result: GoalResult) -> None:
         if result.reason == TerminationReason.FAULT:
             trouble = self._input_trouble()
-            if trouble:
+            if trouble and trouble not in result.message:
                 message = f"{result.message}; {trouble}" if result.message else trouble
                 result = GoalResult(
                     result.goal_id, result.success, result.reason, message, result.steps, result.duration_s
@@ -373,7 +373,7 @@ class VlaNode(LifecycleNode):
             self._problem_log_times[source] = now
             self.get_logger().warning(message)
 
-    def _on_internal_error(self, source: str, exc: BaseException) -> None:
+    def on_internal_error(self, source: str, exc: BaseException) -> None:
         """Last resort for a callback that raised (a bug, not bad input): fault, hold, live on."""
         message = f"internal error in the {source} callback: {type(exc).__name__}: {exc}"
         self._on_problem(source, message)
@@ -542,7 +542,12 @@ def main(argv: list[str] | None = None, policy: Policy | None = None) -> int:
     executor.add_node(node)
     try:
         while code == 0 and not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                break
+            except Exception as exc:  # a callback outside the input guards raised: fault, hold, spin on
+                node.on_internal_error("executor", exc)
     finally:
         node.get_logger().info("shutting down: holding the arm")
         try:
