@@ -201,6 +201,23 @@ def test_worker_runs_the_real_model(tmp_path):
     assert all(np.all(np.isfinite(c.positions)) and c.positions.shape == (6,) for c in actions)
 
 
+def test_a_truncated_instruction_is_named_in_the_goal_result(tmp_path):
+    """The model keeps max_instruction_tokens; the rest is dropped, and the result says so."""
+    policy = _tiny_random_policy(tmp_path)
+    limit = policy.model.config.max_instruction_tokens
+    with Run(policy, max_starved_s=30.0) as run:
+        goal_id = run.start_goal()
+        assert wait_until(lambda: run.rt.stats()["inferences"] >= 1, 60.0)
+        assert run.rt.cancel_goal(goal_id)
+        decision = run.rt.start_goal("stack the cubes " * 100)  # 1600 bytes
+        assert wait_until(lambda: run.rt.stats()["inferences"] >= 2, 60.0)
+        assert run.rt.cancel_goal(decision.goal_id)
+        assert wait_until(lambda: len(run.results) == 2, LIVENESS_S)
+    short, long = run.results[:2]
+    assert "truncated" not in short.message
+    assert f"instruction truncated to the model's {limit} tokens ({1601 - limit} dropped)" in long.message
+
+
 def test_ring_buffer_keeps_the_last_samples_oldest_first():
     ring = RingBuffer(4)
     assert len(ring) == 0 and ring.values().size == 0

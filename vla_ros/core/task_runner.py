@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vla_ros.core.runtime_types import (
     GoalDecision,
@@ -33,6 +33,7 @@ class Goal:
     starved_since: float | None = None
     first_chunk_at: float | None = None  # when the first chunk of this goal reached the buffer
     steps: int = 0
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a truncation)
 
 
 class TaskRunner:
@@ -132,6 +133,12 @@ class TaskRunner:
             self.faults.append(message)
         return self.finish(now, TerminationReason.FAULT, message, goal_id)
 
+    def note(self, goal_id: int, text: str) -> None:
+        """Attach ``text`` to goal ``goal_id`` (if still active); its result's message carries it."""
+        with self._lock:
+            if self._active is not None and self._active.goal_id == goal_id:
+                self._active.notes.append(text)
+
     def mark_first_chunk(self, goal_id: int, now: float) -> None:
         with self._lock:
             goal = self._active
@@ -179,7 +186,7 @@ class TaskRunner:
             goal_id=goal.goal_id,
             success=reason is TerminationReason.COMPLETED,
             reason=reason,
-            message=message,
+            message="; ".join([message, *goal.notes]) if message else "; ".join(goal.notes),
             steps=goal.steps,
             duration_s=max(0.0, now - goal.started_at),
         )

@@ -175,6 +175,11 @@ class InferenceWorker:
             if not ok or context is None:
                 return False
             self._context = context
+            if context.truncated:
+                note = (f"instruction truncated to the model's {context.num_tokens} tokens "
+                        f"({context.dropped_tokens} dropped)")
+                self.runner.note(goal.goal_id, note)
+                log.warning("goal %d: %s", goal.goal_id, note)
         if self._context is None:  # encoding failed; the goal is being aborted
             return False
         now = self.clock()
