@@ -246,11 +246,11 @@ class ReplayRig:
         self._spin.start()
         assert self.node.autostart(), self.node.last_error
 
-    def start_replay(self, bag: Path) -> subprocess.Popen:
+    def start_replay(self, bag: Path, *options: str) -> subprocess.Popen:
         self.t_replay = time.monotonic()
         return subprocess.Popen([sys.executable, "-m", "vla_ros.cli", "bag-replay", str(bag), "--clock",
-                                 "--wait-subscribers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                 "--wait-subscribers", "1", *options], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def start_goal(self, timeout_s: float = 5.0) -> int:
         """Send a goal (the action where built, see node_harness) as soon as the node has a fresh
@@ -433,3 +433,48 @@ def test_dropped_frames_and_a_silent_camera_hold_report_and_resume(episode_bag, 
     # Resumed: the new goal infers on the returned frames and moves the arm off the hold.
     assert resumed_calls, "no inference after the frames returned"
     assert any(not np.array_equal(c, held[0]) for c in resumed_commands), "commands stayed at the hold"
+
+
+# ------------------------------------------------------------------------- the demo's own bag
+@pytest.fixture(scope="module")
+def demo_bag(tmp_path_factory) -> Path:
+    """What `vla_ros demo` leaves in out/demo/bag (recorded by its own recorder process)."""
+    out = tmp_path_factory.mktemp("demo")
+    demo = subprocess.run([sys.executable, "-m", "vla_ros.cli", "demo", "--no-video", "--out", str(out),
+                           "--startup-timeout", "180"], capture_output=True, text=True, timeout=400)
+    bag = out / "bag"
+    assert (bag / "metadata.yaml").is_file(), demo.stdout[-3000:] + demo.stderr[-3000:]
+    return bag
+
+
+def test_the_demos_bag_replays_looped_through_the_demos_parameters(demo_bag):
+    """`bag-replay out/demo/bag --clock --loop` into vla_node with config/sim_robot.yaml: goals run
+    (end by their time limit, not by a fault) in the first pass and after each loop restart, where
+    the clock and every stamp jump back by the bag's length."""
+    with AnyReader([demo_bag]) as reader:
+        length_s = (reader.end_time - reader.start_time) * 1e-9
+    rig = ReplayRig()
+    outcomes, rejections = [], []
+    try:
+        replay = rig.start_replay(demo_bag, "--loop", "--topics", *CAMERA_TOPICS.values(), "/joint_states")
+        wait = time.monotonic() + 30.0
+        while rig.node.inputs.observations < 3 and time.monotonic() < wait:
+            time.sleep(0.05)
+        assert rig.node.inputs.observations >= 3, "no observation from the replayed bag"
+        deadline = time.monotonic() + 2 * length_s + 4.0  # two restarts at least
+        while time.monotonic() < deadline or len(outcomes) < 3:
+            assert len(outcomes) < 12 and len(rejections) <= 2, (outcomes, rejections)
+            outcome = GoalRun(rig.goals, INSTRUCTION, timeout_s=1.5).outcome(30.0)
+            # a goal sent just as the clock jumps back may find no fresh observation yet: once per restart
+            (rejections if outcome.termination_reason == "rejected" else outcomes).append(outcome)
+        jumps = rig.node.inputs.time_jumps
+        problems = list(rig.node._problems)
+        replay.send_signal(signal.SIGINT)
+        replay.communicate(timeout=30)
+    finally:
+        rig.close()
+    reasons = [o.termination_reason for o in outcomes]
+    assert all(r == "timeout" for r in reasons), [(o.termination_reason, o.message) for o in outcomes]
+    assert all(o.steps > 0 for o in outcomes), outcomes
+    assert jumps >= 2, (jumps, problems[-5:])
+    assert any("node clock jumped back" in p for p in problems), problems[-5:]

@@ -6,6 +6,10 @@ Used by `vla_ros demo` / eval and the parity tests to keep a closed-loop run (ob
 the commands the node sent) for replay. Subscriptions are raw (rclpy hands over the CDR bytes
 DDS received), so nothing is decoded or re-encoded: the bag holds exactly what was on the wire.
 Each message is stamped with its receive time (wall clock, ns), like `ros2 bag record`.
+
+`RecorderProcess` runs it as a process of its own, as `ros2 bag record` would be: recording in a
+process that is also busy (the demo's client, plotting, the goal loop) stamped messages up to 1 s
+late, so a replay with the node's default freshness limits faulted "observations stale".
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -168,6 +173,59 @@ def discover_types(node, topics: Iterable[str], timeout_s: float = 5.0) -> dict[
     return found
 
 
+def wait_for_publishers(node, topics: Iterable[str], timeout_s: float = 5.0, settle_s: float = 1.0) -> None:
+    """Give discovery time: until every topic has a publisher, or the set of those that do has not
+    grown for ``settle_s`` (some topics, e.g. an unused output, never get one), at most ``timeout_s``.
+    Each subscription's QoS is chosen from its publishers (BagRecorder), so they must be known."""
+    wanted = list(topics)
+    deadline = time.monotonic() + timeout_s
+    seen, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = sum(1 for topic in wanted if node.count_publishers(topic))
+        if count == len(wanted):
+            return
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif count > 0 and time.monotonic() - since >= settle_s:
+            return
+        time.sleep(0.05)
+
+
+class RecorderProcess:
+    """`python -m vla_ros.ros.bag_record OUT` as a child process: started, ready, stopped, counted."""
+
+    def __init__(self, out: str | Path, topics: Iterable[str] | None = None, ready_timeout_s: float = 30.0):
+        cmd = [sys.executable, "-m", "vla_ros.ros.bag_record", str(out)]
+        if topics is not None:
+            cmd += ["--topics", *topics]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()  # "bag-record: recording ..." once subscribed (or an error)
+        if "recording" not in line:
+            rest = self._stop(ready_timeout_s)
+            raise RuntimeError(f"bag recorder did not start: {line}{rest}".strip())
+
+    def close(self, timeout_s: float = 15.0) -> dict[str, int]:
+        """Stop recording (SIGTERM), finish the bag; messages written per topic."""
+        output = self._stop(timeout_s)
+        counts: dict[str, int] = {}
+        for line in output.splitlines():
+            if line.startswith("bag-record: ") and "=" in line:
+                for item in line[len("bag-record: "):].split(", "):
+                    topic, _, n = item.rpartition("=")
+                    counts[topic] = int(n)
+        return counts
+
+    def _stop(self, timeout_s: float) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            output, _ = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        return output or ""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vla_ros.ros.bag_record", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="new bag directory")
@@ -187,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             typed = dict(t.split(":", 1) for t in args.topics if ":" in t)
             untyped = [t for t in args.topics if ":" not in t]
             topics = {**typed, **(discover_types(node, untyped) if untyped else {})}
+        wait_for_publishers(node, topics)
         recorder = BagRecorder(node, args.out, topics)
     except BagRecordError as exc:
         print(f"bag-record: {exc}", file=sys.stderr)
@@ -199,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    print(f"bag-record: recording {len(topics)} topics into {args.out}")
+    print(f"bag-record: recording {len(topics)} topics into {args.out}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait(args.duration if args.duration > 0 else None)
     counts = recorder.close()

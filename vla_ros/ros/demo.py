@@ -9,7 +9,9 @@ ExecuteInstruction action when built, else ~/instruction), waits for the result,
 success, episode time, achieved control rate and inference latency. Writes to --out:
   joints.png   commanded vs measured joints over time, chunk arrivals marked
   scene.mp4    the scene camera during the episode
-  bag/         an MCAP rosbag2 of the episode (cameras, joint states, commands, success)
+  bag/         an MCAP rosbag2 of the episode (cameras, joint states, commands, success), recorded
+               by a process of its own; `vla_ros bag-replay out/demo/bag --clock --loop` into a
+               vla_node with the demo's parameters (use_sim_time) replays it
   summary.json the printed figures; launch.log the nodes' output.
 Everything started is stopped on exit (also on Ctrl-C): nothing is left running.
 `--launch-only` just runs the launch file in the foreground (like `ros2 launch`).
@@ -164,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             episode = client.reset_episode(seed, "" if args.task == "any" else args.task)
             instruction = args.instruction or episode["instruction"]
             if not args.no_bag and i == 0:
-                from vla_ros.ros.bag_record import CLOSED_LOOP_TOPICS, BagRecorder
+                from vla_ros.ros.bag_record import RecorderProcess
 
                 bag = out / "bag"
                 if bag.exists():
                     import shutil
 
                     shutil.rmtree(bag)
-                recorder = BagRecorder(client.node, bag, CLOSED_LOOP_TOPICS)
+                recorder = RecorderProcess(bag)  # its own process keeps up with the stamps
             print(f"demo: episode {i} seed {seed}: {instruction!r} (over the {client.goals.interface})")
             result, trace = client.run_goal(instruction, args.timeout, seed=seed, record=(i == 0))
             if recorder is not None:

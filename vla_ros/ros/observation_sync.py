@@ -6,7 +6,9 @@ ahead of the node's clock beyond `max_stamp_lead_s`, out of order) and joint sta
 duplicate, missing or mismatched names or non-finite or implausible values are dropped there,
 counted and reported, so they reach neither the synchronizer nor the runtime. A stamp more than
 TIME_JUMP_S behind its input's previous one is a new time base (bag loop, sim reset): the
-synchronizer's queues are emptied and the input goes on from it.
+synchronizer's queues are emptied and the input goes on from it. The node's clock jumping back
+(rclpy's jump callback: /clock reset, bag loop, use_sim_time switched) resets every input's order
+and the synchronizer the same way, before the first message of the new time base arrives.
 
 message_filters' ApproximateTimeSynchronizer then pairs one frame per camera with a joint state
 within `sync_slop_s`; frames are converted here (numpy path, see image_conversion) and header
@@ -25,6 +27,8 @@ from collections.abc import Callable
 
 import message_filters
 import numpy as np
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -95,6 +99,9 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+CLOCK_JUMP_BACK_S = 0.1  # the node's clock going back more than this starts a new time base
+
+
 class InputGuard(message_filters.SimpleFilter):
     """One input's checks, between its Subscriber and the synchronizer: passes good messages on.
 
@@ -109,6 +116,10 @@ class InputGuard(message_filters.SimpleFilter):
         self._check, self._on_drop, self._on_jump = check, on_drop, on_jump
         self._order = StampOrder()
         source.registerCallback(self.add)
+
+    def new_time_base(self) -> None:
+        """Forget the stamp order: the clock went back, older stamps are the new normal."""
+        self._order = StampOrder()
 
     def add(self, msg) -> None:
         stamp = msg.header.stamp
@@ -221,6 +232,11 @@ class ObservationInput:
             guards, queue_size=int(config.sync_queue_size), slop=float(config.sync_slop_s)
         )
         self._sync.registerCallback(self._guarded("synchronizer", self._synced))
+        self._guards = guards
+        self._jump_handle = node.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(CLOCK_JUMP_BACK_S * 1e9)),
+                          on_clock_change=True),
+            post_callback=self._guarded("clock", self._clock_jumped))
 
     def _guarded(self, source: str, callback: Callable) -> Callable:
         """The last-resort guard: an exception from ``callback`` is reported, never raised into
@@ -245,13 +261,26 @@ class ObservationInput:
 
     def _time_jump(self) -> None:
         """A stamp went back past TIME_JUMP_S: pending messages are from the old time base."""
+        self._clear_synchronizer()
+        self.time_jumps += 1
+        self._on_problem("time", "input stamps jumped back (bag loop or clock reset): synchronizer reset")
+
+    def _clock_jumped(self, jump) -> None:
+        """rclpy's post-jump callback: a backward jump or a change of time source."""
+        for guard in self._guards:
+            guard.new_time_base()
+        self._clear_synchronizer()
+        self.time_jumps += 1
+        back = -jump.delta.nanoseconds * 1e-9
+        self._on_problem("time", f"node clock jumped back {back:.3g} s (sim time reset, bag loop or a new "
+                                 "time source): input order and synchronizer reset")
+
+    def _clear_synchronizer(self) -> None:
         # ApproximateTimeSynchronizer has no reset; its queues (one dict per input) are what it
         # would otherwise keep matching new messages against.
         with self._sync.lock:
             for queue in self._sync.queues:
                 queue.clear()
-        self.time_jumps += 1
-        self._on_problem("time", "input stamps jumped back (bag loop or clock reset): synchronizer reset")
 
     def _joint_state_problem(self, msg: JointState) -> str:
         problem = joint_names_problem(msg.name, len(msg.position), len(msg.velocity), len(msg.effort))
@@ -322,6 +351,7 @@ class ObservationInput:
         return {name: meter.rate_hz(now) for name, meter in self.meters.items()}
 
     def destroy(self) -> None:
+        self._jump_handle.unregister()
         for sub in self._subscribers:
             self._node.destroy_subscription(sub.sub)
         self._subscribers = []
