@@ -60,16 +60,51 @@ def _truncated(msg):
     return msg
 
 
+def _zero_height(msg):
+    msg.height = 0
+    return msg
+
+
+def _garbage_jpeg(msg):
+    msg.data = b"\xff\xd8 not a jpeg at all" * 10
+    return msg
+
+
+def _empty_payload(msg):
+    msg.data = b""
+    return msg
+
+
+def _depth_format(msg):
+    msg.format = "16UC1; compressedDepth png"
+    return msg
+
+
+RAW, COMPRESSED = {}, {"robot_kwargs": {"compressed": ("scene",)}, "cameras.scene.transport": "compressed"}
+SMALL_LIMIT = {"max_image_bytes": 20_000}  # the rig's 48x64 rgb8 frames are 9216 bytes
+
+
+def _padded_to_30000(msg):
+    msg.data = bytes(msg.data) + bytes(30_000 - len(msg.data))
+    return msg
+
+
 @pytest.mark.parametrize(
-    "corrupt, words",
+    "corrupt, setup, words",
     [
-        (_wrong_step, "step"),
-        (_unknown_encoding, "unknown encoding 'yuv422_yuy2'"),
-        (_truncated, "data has"),
+        (_wrong_step, RAW, "step 191 is smaller than width 64 x 3 bytes per pixel = 192"),
+        (_unknown_encoding, RAW, "unknown encoding 'yuv422_yuy2'"),
+        (_truncated, RAW, "data has 4608 bytes, expected step 192 x height 48 = 9216"),
+        (_zero_height, RAW, "empty image: height=0, width=64"),
+        (_padded_to_30000, {**RAW, **SMALL_LIMIT}, "frame is 30000 bytes, over max_image_bytes=20000"),
+        (_garbage_jpeg, COMPRESSED, "could not decode 200 bytes as jpeg"),
+        (_empty_payload, COMPRESSED, "empty jpeg payload"),
+        (_depth_format, COMPRESSED, "unsupported compressed format '16UC1; compressedDepth png'"),
     ],
+    ids=["step", "encoding", "truncated", "zero-height", "oversized", "undecodable", "empty", "depth"],
 )
-def test_malformed_frames_are_reported_and_skipped(rclpy_context, corrupt, words):
-    rig = Rig(rclpy_context)
+def test_malformed_frames_are_reported_and_skipped(rclpy_context, corrupt, setup, words):
+    rig = Rig(rclpy_context, **setup)
     try:
         rig.start()
         wait_ready(rig)

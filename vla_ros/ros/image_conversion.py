@@ -30,6 +30,45 @@ class ImageConversionError(ValueError):
     """An image that cannot be turned into an RGB frame; the message says what was wrong."""
 
 
+def raw_layout_problem(encoding: str, height: int, width: int, step: int, size: int) -> str:
+    """Why a sensor_msgs/Image with these fields and ``size`` data bytes cannot be read; "" if it can."""
+    key = encoding.lower()
+    if key not in _RAW_ENCODINGS:
+        return f"unknown encoding {encoding!r} (supported: {', '.join(SUPPORTED_RAW_ENCODINGS)})"
+    if height <= 0 or width <= 0:
+        return f"empty image: height={height}, width={width}"
+    kind, channels = _RAW_ENCODINGS[key]
+    pixel_bytes = channels * np.dtype(kind).itemsize
+    if step < width * pixel_bytes:
+        return (f"step {step} is smaller than width {width} x {pixel_bytes} bytes per pixel "
+                f"= {width * pixel_bytes} for {encoding}")
+    if size < step * height:
+        return f"data has {size} bytes, expected step {step} x height {height} = {step * height}"
+    return ""
+
+
+def compressed_format_problem(format_: str, size: int) -> str:
+    """Why a sensor_msgs/CompressedImage of this format and size cannot be decoded; "" if it may be."""
+    fmt = format_.lower()
+    if "compresseddepth" in fmt or not any(name in fmt for name in SUPPORTED_COMPRESSED_FORMATS):
+        supported = ", ".join(SUPPORTED_COMPRESSED_FORMATS)
+        return f"unsupported compressed format {format_!r} (supported: {supported})"
+    if size == 0:
+        return f"empty {format_} payload"
+    return ""
+
+
+def frame_problem(msg, max_bytes: int) -> str:
+    """The checks a frame passes where it enters (before any synchronizer): layout, format, size.
+    Decoding errors of compressed frames can only show when they are decoded, after matching."""
+    size = len(msg.data)
+    if size > max_bytes:
+        return f"frame is {size} bytes, over max_image_bytes={max_bytes}"
+    if hasattr(msg, "encoding"):
+        return raw_layout_problem(msg.encoding, msg.height, msg.width, msg.step, size)
+    return compressed_format_problem(msg.format, size)
+
+
 def raw_to_rgb(
     encoding: str,
     height: int,
@@ -44,25 +83,13 @@ def raw_to_rgb(
     16-bit images map their full range onto 0..255; 32FC1 maps 0.0..1.0 onto 0..255 (NaN -> 0).
     """
     key = encoding.lower()
-    if key not in _RAW_ENCODINGS:
-        raise ImageConversionError(
-            f"unknown encoding {encoding!r} (supported: {', '.join(SUPPORTED_RAW_ENCODINGS)})"
-        )
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f"empty image: height={height}, width={width}")
+    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    problem = raw_layout_problem(encoding, height, width, step, buffer.size)
+    if problem:
+        raise ImageConversionError(problem)
     kind, channels = _RAW_ENCODINGS[key]
     dtype = np.dtype(kind).newbyteorder(">" if is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
-    if step < row_bytes:
-        raise ImageConversionError(
-            f"step {step} is smaller than width {width} x {channels * dtype.itemsize} bytes per pixel "
-            f"= {row_bytes} for {encoding}"
-        )
-    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
-    if buffer.size < step * height:
-        raise ImageConversionError(
-            f"data has {buffer.size} bytes, expected step {step} x height {height} = {step * height}"
-        )
     rows = buffer[: step * height].reshape(height, step)[:, :row_bytes]
     pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
     if key in ("rgb8", "rgba8"):
@@ -79,15 +106,10 @@ def raw_to_rgb(
 
 def compressed_to_rgb(format_: str, data: bytes | memoryview | np.ndarray) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB [H, W, 3]."""
-    fmt = format_.lower()
-    if "compresseddepth" in fmt or not any(name in fmt for name in SUPPORTED_COMPRESSED_FORMATS):
-        raise ImageConversionError(
-            f"unsupported compressed format {format_!r} "
-            f"(supported: {', '.join(SUPPORTED_COMPRESSED_FORMATS)})"
-        )
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
-    if buffer.size == 0:
-        raise ImageConversionError(f"empty {format_} payload")
+    problem = compressed_format_problem(format_, buffer.size)
+    if problem:
+        raise ImageConversionError(problem)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageConversionError(f"could not decode {buffer.size} bytes as {format_}")

@@ -6,7 +6,8 @@ ahead of the node's clock beyond `max_stamp_lead_s`, out of order) and joint sta
 duplicate, missing or mismatched names or non-finite or implausible values are dropped there,
 counted and reported, so they reach neither the synchronizer nor the runtime. A stamp more than
 TIME_JUMP_S behind its input's previous one is a new time base (bag loop, sim reset): the
-synchronizer's queues are emptied and the input goes on from it. The node's clock jumping back
+synchronizer's queues are emptied and the input goes on from it. Camera frames are checked for
+layout, format and size there too (image_conversion.frame_problem); decoding happens after sync. The node's clock jumping back
 (rclpy's jump callback: /clock reset, bag loop, use_sim_time switched) resets every input's order
 and the synchronizer the same way, before the first message of the new time base arrives.
 
@@ -41,7 +42,7 @@ from vla_ros.core.input_checks import (
     stamp_problem,
 )
 from vla_ros.core.policy import Observation
-from vla_ros.ros.image_conversion import ImageConversionError, image_msg_to_rgb
+from vla_ros.ros.image_conversion import ImageConversionError, frame_problem, image_msg_to_rgb
 from vla_ros.ros.outputs import GripperMap
 from vla_ros.ros.params import NodeConfig
 
@@ -191,6 +192,7 @@ class ObservationInput:
         self._clock = clock
         self._lower, self._upper = config.position_lower, config.position_upper
         self._limit_margin = float(config.joint_state_limit_margin)
+        self._max_image_bytes = int(config.max_image_bytes)
         self.mapper = JointStateMapper(list(config.joint_names), config.gripper_joint, gripper)
         self.camera_names = [cam.name for cam in config.cameras]
         self.meters = {name: RateMeter() for name in [*self.camera_names, "joint_states"]}
@@ -213,8 +215,8 @@ class ObservationInput:
             )
             sub.registerCallback(self._guarded(cam.name, self._arrival(cam.name)))
             self._subscribers.append(sub)
-            guards.append(InputGuard(sub, now_ns, lead, lambda _msg: "", self._dropper(cam.name),
-                                     self._time_jump))
+            guards.append(InputGuard(sub, now_ns, lead, self._frame_check,
+                                     self._dropper(cam.name, f"camera '{cam.name}'"), self._time_jump))
         joints = message_filters.Subscriber(
             node,
             JointState,
@@ -253,10 +255,10 @@ class ObservationInput:
                 self._on_internal_error(source, exc)
         return guarded
 
-    def _dropper(self, source: str) -> Callable[[str], None]:
+    def _dropper(self, source: str, label: str = "") -> Callable[[str], None]:
         def drop(reason: str) -> None:
             self.skipped[source] += 1
-            self._on_problem(source, f"{source}: message dropped: {reason}")
+            self._on_problem(source, f"{label or source}: message dropped: {reason}")
         return drop
 
     def _time_jump(self) -> None:
@@ -281,6 +283,9 @@ class ObservationInput:
         with self._sync.lock:
             for queue in self._sync.queues:
                 queue.clear()
+
+    def _frame_check(self, msg) -> str:
+        return frame_problem(msg, self._max_image_bytes)
 
     def _joint_state_problem(self, msg: JointState) -> str:
         problem = joint_names_problem(msg.name, len(msg.position), len(msg.velocity), len(msg.effort))

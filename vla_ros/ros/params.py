@@ -168,6 +168,13 @@ PARAMS: tuple[Param, ...] = (
         _between(0.0, 3600.0),
     ),
     Param(
+        "max_image_bytes",
+        50_000_000,
+        "Camera frames (raw or compressed) with more data bytes are dropped where they enter",
+        "1..2000000000",
+        _between(1, 2_000_000_000),
+    ),
+    Param(
         "joint_state_limit_margin",
         0.5,
         "Joint states further outside position_lower/upper are dropped as implausible (rad; gripper 0..1)",
