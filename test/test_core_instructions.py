@@ -15,6 +15,7 @@ from vla_ros.core.instructions import instruction_problem, preview
         ("abcdefghijk", 10, "11 bytes, over max_instruction_bytes=10"),
         ("ééééé é", 12, "13 bytes, over max_instruction_bytes=12"),  # counted in UTF-8 bytes, not characters
         ("pick\0 up", 100, "NUL character at index 4"),
+        (b"go \xff".decode("utf-8", errors="replace"), 100, "not valid UTF-8 (undecodable bytes at index 3)"),
     ],
 )
 def test_bad_instructions_are_named(text, limit, words):

@@ -153,3 +153,20 @@ def test_topic_front_end_rejects_an_empty_instruction_with_a_reason(rclpy_contex
         assert outcome.interface == "topic" and outcome.termination_reason == "timeout", outcome
     finally:
         rig.close()
+
+
+def test_an_instruction_of_invalid_utf8_is_rejected_by_name(rclpy_context):
+    """A std_msgs/String whose bytes are not UTF-8 (a C++ or embedded publisher can send one):
+    rclpy decodes it with replacement characters; the node refuses it instead of guessing."""
+    import struct
+
+    rig = Rig(rclpy_context, interface="topic", goal_timeout_s=0.5)
+    try:
+        rig.start()
+        wait_ready(rig)
+        payload = b"pick \xff\xfe up\x00"  # CDR string: length with the NUL, then the bytes
+        rig.robot.instruction_pub.publish(b"\x00\x01\x00\x00" + struct.pack("<I", len(payload)) + payload)
+        _ended(rig, "rejected")
+        assert "not valid UTF-8 (undecodable bytes at index 5)" in rig.node.last_result.message
+    finally:
+        rig.close()

@@ -6,10 +6,11 @@ ahead of the node's clock beyond `max_stamp_lead_s`, out of order) and joint sta
 duplicate, missing or mismatched names or non-finite or implausible values are dropped there,
 counted and reported, so they reach neither the synchronizer nor the runtime. A stamp more than
 TIME_JUMP_S behind its input's previous one is a new time base (bag loop, sim reset): the
-synchronizer's queues are emptied and the input goes on from it. Camera frames are checked for
-layout, format and size there too (image_conversion.frame_problem); decoding happens after sync. The node's clock jumping back
+synchronizer's queues are emptied and the input goes on from it. The node's clock jumping back
 (rclpy's jump callback: /clock reset, bag loop, use_sim_time switched) resets every input's order
 and the synchronizer the same way, before the first message of the new time base arrives.
+Camera frames are checked for layout, format and size there too (image_conversion.frame_problem);
+decoding happens after sync.
 
 message_filters' ApproximateTimeSynchronizer then pairs one frame per camera with a joint state
 within `sync_slop_s`; frames are converted here (numpy path, see image_conversion) and header
