@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BLEND_RULES = ("replace", "average", "crossfade", "ensemble")
+from vla_ros.core.runtime_types import BLEND_RULES
 
 
 def _ensemble_weight_sum(count: np.ndarray, decay: float) -> np.ndarray:

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
+# The runtime's enumerations, declared here only; the ROS parameters and the buffer take their
+# allowed values from the tuples below.
 Interpolation = Literal["linear", "hold"]
 BlendRule = Literal["replace", "average", "crossfade", "ensemble"]
 StarvationPolicy = Literal["hold_last", "hold_measured"]
 GoalPolicy = Literal["preempt", "reject"]
 ExecutionMode = Literal["async", "sync"]
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
+BLEND_RULES: tuple[str, ...] = get_args(BlendRule)
+STARVATION_POLICIES: tuple[str, ...] = get_args(StarvationPolicy)
+GOAL_POLICIES: tuple[str, ...] = get_args(GoalPolicy)
+EXECUTIONS: tuple[str, ...] = get_args(ExecutionMode)
 
 
 class TerminationReason(str, enum.Enum):
@@ -111,26 +118,23 @@ class RuntimeConfig:
         """Raise ValueError naming the first bad field."""
         checks = [
             (self.control_rate_hz > 0, "control_rate_hz must be > 0"),
-            (self.interpolation in ("linear", "hold"), "interpolation must be 'linear' or 'hold'"),
-            (
-                self.blend in ("replace", "average", "crossfade", "ensemble"),
-                "blend must be one of replace, average, crossfade, ensemble",
-            ),
+            (self.interpolation in INTERPOLATIONS, f"interpolation must be one of {INTERPOLATIONS}"),
+            (self.blend in BLEND_RULES, f"blend must be one of {BLEND_RULES}"),
             (0.0 <= self.average_new_weight <= 1.0, "average_new_weight must be in [0, 1]"),
             (self.crossfade_steps >= 0, "crossfade_steps must be >= 0"),
-            (self.execution in ("async", "sync"), "execution must be 'async' or 'sync'"),
+            (self.execution in EXECUTIONS, f"execution must be one of {EXECUTIONS}"),
             (self.refill_margin_s >= 0, "refill_margin_s must be >= 0"),
             (self.latency_window >= 1, "latency_window must be >= 1"),
             (
-                self.starvation_policy in ("hold_last", "hold_measured"),
-                f"starvation_policy must be hold_last or hold_measured, not {self.starvation_policy!r}",
+                self.starvation_policy in STARVATION_POLICIES,
+                f"starvation_policy must be one of {STARVATION_POLICIES}, not {self.starvation_policy!r}",
             ),
             (self.max_starved_s > 0, "max_starved_s must be > 0"),
             (self.observation_max_age_s > 0, "observation_max_age_s must be > 0"),
             (self.stale_grace_s >= 0, "stale_grace_s must be >= 0"),
             (self.goal_timeout_s >= 0, "goal_timeout_s must be >= 0"),
             (self.goal_max_steps >= 0, "goal_max_steps must be >= 0"),
-            (self.goal_policy in ("preempt", "reject"), "goal_policy must be 'preempt' or 'reject'"),
+            (self.goal_policy in GOAL_POLICIES, f"goal_policy must be one of {GOAL_POLICIES}"),
             (self.gripper_range[0] <= self.gripper_range[1], "gripper_range must be (low, high)"),
             (self.action_mode in (None, "absolute", "delta"), "action_mode must be absolute or delta"),
             (1 <= self.realtime_priority_level <= 99, "realtime_priority_level must be in 1..99"),

@@ -13,6 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vla_ros.core.runtime_types import (
+    BLEND_RULES,
+    EXECUTIONS,
+    GOAL_POLICIES,
+    INTERPOLATIONS,
+    STARVATION_POLICIES,
+)
+
 OUTPUT_MODES = ("position_array", "joint_trajectory", "joint_state")
 TRAJECTORY_MODES = ("single_point", "buffer")
 GRIPPER_OUTPUTS = (
@@ -23,13 +31,7 @@ GRIPPER_OUTPUTS = (
     "gripper_command_action",
     "none",
 )
-GOAL_POLICIES = ("preempt", "reject")
 TRANSPORTS = ("raw", "compressed")
-# These four mirror vla_ros.core.runtime_types (BlendRule, StarvationPolicy, Interpolation, ExecutionMode).
-BLEND_RULES = ("replace", "average", "crossfade", "ensemble")
-STARVATION_POLICIES = ("hold_last", "hold_measured")
-INTERPOLATIONS = ("linear", "hold")
-EXECUTIONS = ("async", "sync")
 
 
 class ConfigError(ValueError):
