@@ -283,6 +283,35 @@ def test_every_command_is_finite_in_limits_and_velocity_bounded(
     assert len(h.results) <= 1
 
 
+@pytest.mark.parametrize("max_velocity", [100.0, 0.2])
+def test_action_commands_carry_future_points_through_the_same_safety_chain(max_velocity):
+    """future_points > 0 (the node's trajectory buffer mode): each action command carries the next
+    buffered actions, filtered as the loop would send them: inside the limits and, point to point,
+    no faster than max_velocity over the gap. Safe points pass unchanged."""
+    upper = 0.3
+    h = Harness(future_points=5, max_velocity=max_velocity, joint_lower=-upper, joint_upper=upper)
+    h.start()
+    h.run(0.5)
+    actions = [c for c in h.commands if c.reason == "action"]
+    assert actions and all(0 < len(c.future) <= 5 for c in actions)
+    command = actions[-1]
+    ahead, raw = h.rt.future_actions(command.stamp)
+    times = [t for t, _ in command.future]
+    np.testing.assert_allclose(times, ahead[: len(times)])
+    previous, previous_t = command.positions, 0.0
+    for (t, point), target in zip(command.future, raw, strict=False):
+        assert np.all(np.abs(point) <= upper + 1e-12)
+        assert np.all(np.abs(point - previous) <= max_velocity * (t - previous_t) * (1 + 1e-9) + 1e-12)
+        if max_velocity == 100.0:
+            np.testing.assert_array_equal(point, np.clip(target, -upper, upper))
+        previous, previous_t = point, t
+    if max_velocity == 0.2:
+        pairs = zip(command.future, raw, strict=False)
+        assert any(not np.allclose(p, np.clip(r, -upper, upper)) for (_, p), r in pairs)  # clamped
+    held = [c for c in h.commands if c.held]
+    assert all(c.future == () for c in held)
+
+
 def test_future_actions_are_relative_to_now_even_after_a_hold():
     h = Harness(latency_s=0.4, execution="sync")  # sync: the robot holds during each inference
     h.start()

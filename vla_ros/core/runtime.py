@@ -423,7 +423,8 @@ class Runtime:
                 if hold is not None:
                     command = Command(now, hold.positions, True, "dry_run", out.clamped, out.positions)
             else:
-                command = Command(now, out.positions, False, "action", out.clamped)
+                future = self._filtered_future(buffer, exec_now, out.positions, safety, goal.goal_id)
+                command = Command(now, out.positions, False, "action", out.clamped, future=future)
             self.counters["action_ticks"] += 1
             self.counters["clamped_ticks"] += int(out.clamped and out.valid)
         else:
@@ -452,6 +453,16 @@ class Runtime:
             self.counters["callback_errors"] += 1
             log.exception("on_command callback failed")
         return command
+
+    def _filtered_future(self, buffer, exec_now: float, start: np.ndarray, safety, goal_id: int):
+        """The next ``future_points`` buffered actions after ``exec_now``, through the safety chain."""
+        count = self.config.future_points
+        if count <= 0 or buffer.tag != goal_id:
+            return ()
+        times, values = buffer.snapshot()
+        ahead = times > exec_now
+        return safety.future(start, (times[ahead] - exec_now)[:count], values[ahead][:count],
+                             self.config.control_period)
 
     def _hold(
         self,

@@ -87,6 +87,7 @@ class RuntimeConfig:
     refill_margin_s: float = 0.05  # refill when remaining future < p95 latency + this margin
     latency_window: int = 20  # inferences kept for the latency percentiles
     stop_timeout_s: float = 2.0  # how long stop() waits for each thread
+    future_points: int = 0  # > 0: each action Command carries up to this many filtered future points
 
     # starvation and staleness
     # hold_last: repeat the last command; hold_measured: go (velocity-limited) to the measured
@@ -125,6 +126,7 @@ class RuntimeConfig:
             (self.execution in EXECUTIONS, f"execution must be one of {EXECUTIONS}"),
             (self.refill_margin_s >= 0, "refill_margin_s must be >= 0"),
             (self.latency_window >= 1, "latency_window must be >= 1"),
+            (self.future_points >= 0, "future_points must be >= 0"),
             (
                 self.starvation_policy in STARVATION_POLICIES,
                 f"starvation_policy must be one of {STARVATION_POLICIES}, not {self.starvation_policy!r}",
@@ -168,6 +170,9 @@ class Command:
     reason: str
     clamped: bool = False
     proposed: np.ndarray | None = None
+    # the buffered points after this one, filtered by the same safety chain: ((seconds ahead,
+    # positions), ...); only for actions, and only when RuntimeConfig.future_points > 0
+    future: tuple[tuple[float, np.ndarray], ...] = ()
 
 
 @dataclass(frozen=True)

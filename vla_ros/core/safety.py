@@ -93,6 +93,26 @@ class SafetyFilter:
         return SafetyOutput(out, valid=True, clamped=bool(np.any(out != target)))
 
 
+    def future(
+        self, start: np.ndarray, ahead_s: np.ndarray, targets: np.ndarray, period: float
+    ) -> tuple[tuple[float, np.ndarray], ...]:
+        """Points after a command at ``start``, each filtered as the control loop would filter it:
+        inside the position limits and no faster than the velocity limit over its time gap
+        (``max_step`` scaled by gap / ``period``). ((seconds ahead, positions), ...); a non-finite
+        target ends the list (the loop would refuse it)."""
+        lower, upper, max_step = self.limits.lower, self.limits.upper, self.limits.max_step
+        points, previous, previous_t = [], np.asarray(start, dtype=np.float64), 0.0
+        for t, target in zip(ahead_s, targets, strict=True):
+            gap = max(float(t) - previous_t, 0.0) / period
+            step = SafetyFilter(SafetyLimits(lower, upper, max_step * gap))
+            out = step.apply(target, previous)
+            if not out.valid:
+                break
+            previous, previous_t = out.positions, float(t)
+            points.append((previous_t, previous))
+        return tuple(points)
+
+
 def to_absolute(actions: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
     """Absolute targets from a chunk's actions: unchanged in "absolute" mode, ``reference + a``
     in "delta" mode (``reference`` is the state of the observation the chunk came from)."""

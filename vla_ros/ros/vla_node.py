@@ -41,7 +41,6 @@ from vla_ros.core.runtime import (
     RuntimeConfig,
     TerminationReason,
 )
-from vla_ros.core.safety import SafetyFilter, SafetyLimits
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
 from vla_ros.ros.observation_sync import ObservationInput, no_event_handlers
@@ -72,6 +71,9 @@ def runtime_config(config: params.NodeConfig, spec) -> RuntimeConfig:
         max_velocity=config.velocity_limit,
         gripper_index=spec.gripper_index,
         dry_run=config.dry_run,
+        # trajectory_mode=buffer publishes the chunk's remaining points, filtered by the core
+        future_points=spec.chunk_size
+        if config.output_mode == "joint_trajectory" and config.trajectory_mode == "buffer" else 0,
     )
     rt.validate()
     return rt
@@ -125,8 +127,6 @@ class VlaNode(LifecycleNode):
         self._problem_log_times: dict[str, float] = {}
         self._last_problem: dict[str, tuple[float, str]] = {}
         self._success_sub = None
-        self._future_filter: SafetyFilter | None = None
-        self._future_points = 0
         rate = float(self.get_parameter("status_rate_hz").value or 2.0)
         self._status = StatusPublisher(self)
         self._diagnostics = Diagnostics(self, 1.0 / rate, self._diagnostic_statuses)
@@ -168,14 +168,6 @@ class VlaNode(LifecycleNode):
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
         self.config, self.policy = config, policy
         self.output = CommandOutput(self, config)
-        self._future_filter = None
-        if config.output_mode == "joint_trajectory" and config.trajectory_mode == "buffer":
-            spec = policy.spec
-            rt_config = runtime_config(config, spec)
-            per_tick = SafetyLimits.from_config(rt_config, spec.action_dim, spec.gripper_index)
-            per_second = per_tick.max_step * rt_config.control_rate_hz
-            self._future_filter = SafetyFilter(SafetyLimits(per_tick.lower, per_tick.upper, per_second))
-            self._future_points = spec.chunk_size
         self.get_logger().info(
             f"configured: cameras {[c.name for c in config.cameras]}, "
             f"joints {list(config.command_joint_names)}, "
@@ -293,32 +285,12 @@ class VlaNode(LifecycleNode):
         positions = command.positions
         if output.dry_run and command.proposed is not None:
             positions = command.proposed
-        output.publish(positions, self._future(command) if self._future_filter is not None else None)
+        buffered = self.config.output_mode == "joint_trajectory" and self.config.trajectory_mode == "buffer"
+        output.publish(positions, list(command.future) if buffered and not command.held else None)
         self._last_positions = command.positions
         self.command_log.append(command)
         self.commands_published += 1
         self.publish_latency.append(self._runtime_clock() - command.stamp)
-
-    def _future(self, command: Command) -> list[tuple[float, np.ndarray]] | None:
-        """trajectory_mode=buffer: the buffered actions after this tick, as (seconds ahead, positions).
-
-        Reads ``Runtime.future_actions`` (seconds ahead of the command; the buffer itself is on
-        the core's execution clock, not the runtime clock) and chains the points through the
-        core's own SafetyFilter with the velocity limit scaled to each point's time gap, so no
-        point of the trajectory is one the control loop itself would refuse.
-        """
-        if command.held:
-            return None
-        ahead, values = self.runtime.future_actions(command.stamp)
-        times = command.stamp + ahead[: self._future_points]
-        values = values[: self._future_points]
-        limits = self._future_filter.limits  # its max_step is the velocity limit (per second)
-        points, previous, previous_t = [], command.positions, command.stamp
-        for t, target in zip(times, values, strict=True):
-            step = SafetyFilter(SafetyLimits(limits.lower, limits.upper, limits.max_step * (t - previous_t)))
-            previous, previous_t = step.apply(target, previous).positions, t
-            points.append((float(t - command.stamp), previous))
-        return points
 
     def _input_trouble(self) -> str:
         """Which inputs explain a fault: silent ones, and ones whose messages were just skipped."""
