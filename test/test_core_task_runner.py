@@ -180,3 +180,19 @@ def test_racing_threads_still_give_one_result():
         for th in threads:
             th.join()
         assert [r.goal_id for r in results].count(goal_id) == 1
+
+
+def test_a_fault_result_carries_its_context_once():
+    """fault_context (the node's silent or skipped inputs) is appended to a fault's message, unless
+    the message already says it; other endings are left as they are."""
+    runner, results = make_runner()
+    runner.fault_context = lambda: "no messages from wrist"
+    assert runner.start_goal("pick", 0.0, 0.0, 0, "").accepted
+    runner.fault(0.5, "observations stale")
+    assert results[-1].message == "observations stale; no messages from wrist"
+    assert runner.start_goal("pick", 1.0, 0.0, 0, "").accepted
+    runner.fault(1.5, "stale: no messages from wrist")
+    assert results[-1].message == "stale: no messages from wrist"
+    assert runner.start_goal("pick", 2.0, 0.0, 0, "").accepted
+    runner.finish(2.5, TerminationReason.CANCELED, "canceled on request")
+    assert results[-1].message == "canceled on request"

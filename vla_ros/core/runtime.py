@@ -57,7 +57,8 @@ class Runtime:
     the runtime's result thread once started (never the control thread; inline when stepped by
     hand). Callbacks must be quick and must not call ``stop()``.
     ``first_goal_id`` lets a replacement runtime continue its predecessor's goal ids, so a goal
-    id names one goal for the life of the process.
+    id names one goal for the life of the process. ``fault_context()`` says what else explains a
+    fault (the ROS shell: its silent or skipped inputs); a fault result's message carries it.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class Runtime:
         clock: Callable[[], float] = time.monotonic,
         on_result: Callable[[GoalResult], None] | None = None,
         first_goal_id: int = 1,
+        fault_context: Callable[[], str] | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -86,6 +88,7 @@ class Runtime:
             config, 0.1, on_result=self._on_goal_result, on_activate=self._on_goal_activate,
             first_goal_id=first_goal_id,
         )
+        self.runner.fault_context = fault_context
         self.worker: InferenceWorker | None = None
         self.loop: ControlLoop | None = None
         self._running = False

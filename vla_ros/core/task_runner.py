@@ -57,6 +57,9 @@ class TaskRunner:
         self.results: deque[GoalResult] = deque(maxlen=100)
         self.faults: deque[str] = deque(maxlen=20)
         self.fault_count = 0
+        # What explains a fault beyond its own message (the ROS shell: silent or skipped inputs);
+        # appended to a fault result's message when it adds something. Must be quick.
+        self.fault_context: Callable[[], str] | None = None
 
     # queries ------------------------------------------------------------------------------
     def active(self) -> Goal | None:
@@ -128,6 +131,9 @@ class TaskRunner:
 
     def fault(self, now: float, message: str, goal_id: int | None = None) -> bool:
         """Record a fault; the active goal (or ``goal_id`` if still active) aborts with "fault"."""
+        context = self.fault_context() if self.fault_context is not None else ""
+        if context and context not in message:
+            message = f"{message}; {context}" if message else context
         with self._lock:
             self.fault_count += 1
             self.faults.append(message)

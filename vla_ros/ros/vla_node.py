@@ -39,7 +39,6 @@ from vla_ros.core.runtime import (
     RejectReason,
     Runtime,
     RuntimeConfig,
-    TerminationReason,
 )
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
@@ -186,6 +185,7 @@ class VlaNode(LifecycleNode):
                 clock=self._runtime_clock,
                 on_result=self._on_result,
                 first_goal_id=self._next_goal_id,
+                fault_context=self._input_trouble,
             )
             self.runtime.start()
             if self._estop:
@@ -310,13 +310,6 @@ class VlaNode(LifecycleNode):
         return "; ".join(parts)
 
     def _on_result(self, result: GoalResult) -> None:
-        if result.reason == TerminationReason.FAULT:
-            trouble = self._input_trouble()
-            if trouble and trouble not in result.message:
-                message = f"{result.message}; {trouble}" if result.message else trouble
-                result = GoalResult(
-                    result.goal_id, result.success, result.reason, message, result.steps, result.duration_s
-                )
         with self._state_lock:
             self._goal_instructions.pop(result.goal_id, None)
         self.results.put(result)
