@@ -133,8 +133,10 @@ def test_bad_requests_are_rejected_with_the_reason(make_rig, instruction, words)
     result = Goal(rig, client, instruction).result()
     assert result["termination_reason"] == "rejected" and words in result["message"], result
     assert rig.node.runtime.feedback().goal_id == -1  # nothing started
-    result = Goal(rig, client, "ok", timeout_s=-1.0).result()
-    assert result["termination_reason"] == "rejected" and "must be >= 0" in result["message"], result
+    for timeout_s in (-1.0, float("nan"), float("inf")):  # NaN would never time out
+        result = Goal(rig, client, "ok", timeout_s=timeout_s).result()
+        assert result["termination_reason"] == "rejected", result
+        assert "must be finite and >= 0" in result["message"], result
 
 
 def test_busy_node_rejects_under_goal_policy_reject(make_rig):

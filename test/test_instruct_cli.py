@@ -51,6 +51,7 @@ def test_instruct_without_a_node_says_so_and_exits_2():
     assert "no /nobody_here within 1.5 s" in run.stderr
 
 
-def test_instruct_refuses_negative_limits():
-    run = _instruct("wave", "--timeout", "-1")
-    assert run.returncode == 2 and "must be >= 0" in run.stderr
+@pytest.mark.parametrize("timeout", ["-1", "nan", "inf"])
+def test_instruct_refuses_negative_or_non_finite_limits(timeout):
+    run = _instruct("wave", "--timeout", timeout)
+    assert run.returncode == 2 and "must be finite and >= 0" in run.stderr

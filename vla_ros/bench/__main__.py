@@ -11,6 +11,8 @@ BENCHMARKS = {
     "kv-cache": "vla_ros.bench.kv_cache",
     "sim": "vla_ros.bench.sim",
     "node": "vla_ros.bench.node",
+    "fuzz": "vla_ros.bench.fuzz",
+    "soak": "vla_ros.bench.soak",
 }
 
 

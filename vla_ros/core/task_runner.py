@@ -8,6 +8,7 @@ Results are delivered after the lock is released, so ``on_result`` may call back
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -87,8 +88,8 @@ class TaskRunner:
             return GoalDecision(False, not_ready, -1)
         if not isinstance(instruction, str) or not instruction.strip():
             return GoalDecision(False, f"{RejectReason.BAD_REQUEST}: the instruction is empty", -1)
-        if timeout_s < 0 or max_steps < 0:
-            detail = f"timeout_s={timeout_s} and max_steps={max_steps} must be >= 0"
+        if not (0 <= timeout_s < math.inf) or max_steps < 0:  # NaN fails too: it would never time out
+            detail = f"timeout_s={timeout_s} must be finite and >= 0, max_steps={max_steps} >= 0"
             return GoalDecision(False, f"{RejectReason.BAD_REQUEST}: {detail}", -1)
         preempted: GoalResult | None = None
         with self._lock:

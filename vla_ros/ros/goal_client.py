@@ -13,6 +13,7 @@ methods here block the calling thread only.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -105,8 +106,16 @@ class InstructionClient:
 
         ``on_started`` runs once when the node has taken the goal; ``cancel`` set by another
         thread cancels it. ``result_timeout_s`` bounds the wait for the end (default: the goal's
-        timeout plus 30 s, or none without a timeout); TimeoutError past it.
+        timeout plus 30 s, or none without a timeout); TimeoutError past it. ValueError, before
+        anything is sent, for an instruction with a NUL (ROS strings end there: the node would run
+        the text before it) or a timeout that is not a finite number >= 0.
         """
+        if "\0" in instruction:
+            cut = instruction.index("\0")
+            raise ValueError(f"instruction has a NUL character at index {cut}; ROS strings end there, so "
+                             f"the node would run {instruction[:cut]!r}")
+        if not (math.isfinite(timeout_s) and timeout_s >= 0) or max_steps < 0:
+            raise ValueError(f"timeout_s={timeout_s} must be finite and >= 0, max_steps={max_steps} >= 0")
         if result_timeout_s is None and timeout_s > 0:
             result_timeout_s = timeout_s + 30.0
         if self.interface == "action":

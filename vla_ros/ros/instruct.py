@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.timeout < 0 or args.max_steps < 0:
-        print("vla_ros instruct: --timeout and --max-steps must be >= 0", file=sys.stderr)
+    if not (0 <= args.timeout < float("inf")) or args.max_steps < 0:
+        print("vla_ros instruct: --timeout must be finite and >= 0, --max-steps >= 0", file=sys.stderr)
         return 2
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

@@ -90,8 +90,8 @@ class JointStateMapper:
             raise MissingJointError(f"joint_states has {len(names)} names but {len(msg.position)} positions")
         return self._index_cache[1]
 
-    def state(self, msg: JointState) -> np.ndarray:
-        state = np.asarray([msg.position[i] for i in self.indices(msg)], dtype=np.float32)
+    def state(self, msg: JointState, dtype=np.float32) -> np.ndarray:
+        state = np.asarray([msg.position[i] for i in self.indices(msg)], dtype=dtype)
         if self.has_gripper:
             state[-1] = self.gripper.to_model(state[-1])
         return state
@@ -303,7 +303,7 @@ class ObservationInput:
             problem = finite_problem(names, [float(msg.velocity[i]) for i in indices], "velocity")
         if problem:
             return problem
-        state = self.mapper.state(msg)
+        state = self.mapper.state(msg, np.float64)  # float32 would turn a huge finite value into inf
         return joint_values_problem(names, [float(v) for v in state], self._lower, self._upper,
                                     self._limit_margin)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import signal
 import sys
 import threading
@@ -364,8 +365,8 @@ class VlaNode(LifecycleNode):
         limit = self.config.max_instruction_bytes if self.config is not None else int(
             self.get_parameter("max_instruction_bytes").value)
         problem = instruction_problem(instruction, limit)
-        if not problem and (timeout_s < 0 or max_steps < 0):
-            problem = f"timeout_s={timeout_s} and max_steps={max_steps} must be >= 0"
+        if not problem and not (0 <= timeout_s < math.inf and max_steps >= 0):
+            problem = f"timeout_s={timeout_s} must be finite and >= 0, max_steps={max_steps} >= 0"
         runtime = self.runtime
         if problem:
             decision = GoalDecision(False, f"{RejectReason.BAD_REQUEST}: {problem}", -1)
