@@ -268,8 +268,11 @@ class ReplayRig:
         raise AssertionError(f"goal not accepted within {timeout_s} s: {outcome}")
 
     def close(self) -> None:
-        self.node.hold_and_shutdown()
+        # The executor stops using the entities before any is destroyed: destroying a subscription
+        # under a spinning executor raises "cannot use Destroyable" in its thread.
         self.executor.shutdown()
+        self._spin.join(5.0)
+        self.node.hold_and_shutdown()
         self.goals.destroy()
         self.listener.destroy_node()
         self.node.destroy_node()

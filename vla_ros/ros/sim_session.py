@@ -397,7 +397,10 @@ class EpisodeClient:
             chunks=chunks, message=outcome.message, interface=outcome.interface), trace
 
     def close(self) -> None:
+        # Join the spin thread before anything is destroyed: Executor.shutdown does not wait for a
+        # spin() in another thread, which then used a destroyed guard condition (seen once in five).
         self.executor.shutdown(timeout_sec=2.0)
+        self._spin.join(5.0)
         self.goals.destroy()
         self.node.destroy_node()
 
