@@ -18,6 +18,7 @@ camera) when the camera stops, and a new goal runs once frames return.
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import subprocess
 import sys
@@ -443,8 +444,11 @@ def test_dropped_frames_and_a_silent_camera_hold_report_and_resume(episode_bag, 
 def demo_bag(tmp_path_factory) -> Path:
     """What `vla_ros demo` leaves in out/demo/bag (recorded by its own recorder process)."""
     out = tmp_path_factory.mktemp("demo")
+    # A domain of its own: the demo refuses to start beside a /vla_node, and the in-process nodes of
+    # this module's other tests can linger in this domain's discovery for a while.
+    env = {**os.environ, "ROS_DOMAIN_ID": str(int(os.environ.get("ROS_DOMAIN_ID", "0")) + 101)}
     demo = subprocess.run([sys.executable, "-m", "vla_ros.cli", "demo", "--no-video", "--out", str(out),
-                           "--startup-timeout", "180"], capture_output=True, text=True, timeout=400)
+                           "--startup-timeout", "180"], capture_output=True, text=True, timeout=400, env=env)
     bag = out / "bag"
     assert (bag / "metadata.yaml").is_file(), demo.stdout[-3000:] + demo.stderr[-3000:]
     return bag

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
 pytest.importorskip("hypothesis", reason="needs hypothesis (the dev extra: pip install -e .[dev])")
-from vla_ros.bench import fuzz  # noqa: E402
+from vla_ros.bench import fuzz, fuzz_cases  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -37,10 +37,10 @@ def fuzz_run() -> tuple[int, dict, str]:
 
 
 def test_the_same_seed_generates_the_same_cases():
-    first, again = fuzz.generate_cases(MESSAGES, SEED), fuzz.generate_cases(MESSAGES, SEED)
+    first, again = fuzz_cases.generate_cases(MESSAGES, SEED), fuzz_cases.generate_cases(MESSAGES, SEED)
     assert [(c.cls, c.source, repr(c.fields), c.repeat) for c in first] == [
         (c.cls, c.source, repr(c.fields), c.repeat) for c in again]
-    assert {c.cls for c in first} == {"good", *fuzz.BAD_CLASSES}
+    assert {c.cls for c in first} == {"good", *fuzz_cases.BAD_CLASSES}
     assert sum(c.messages for c in first) >= MESSAGES
 
 
@@ -66,7 +66,7 @@ def test_the_node_survives_bad_input_of_every_class_within_its_invariants(fuzz_r
 
 def test_every_bad_class_was_sent_and_the_node_named_what_it_dropped(fuzz_run):
     _, result, _ = fuzz_run
-    assert set(fuzz.BAD_CLASSES) <= set(result["per_class"]), sorted(set(fuzz.BAD_CLASSES)
+    assert set(fuzz_cases.BAD_CLASSES) <= set(result["per_class"]), sorted(set(fuzz_cases.BAD_CLASSES)
                                                                      - set(result["per_class"]))
     assert all(result["dropped_per_source"].get(s, 0) > 0 for s in ("scene", "wrist", "joint_states")), result
     # Sensor data is best effort, so a message may be lost on the way; nearly all must be named.
@@ -74,7 +74,7 @@ def test_every_bad_class_was_sent_and_the_node_named_what_it_dropped(fuzz_run):
     expected = sum(d["expected"] for d in drops)
     named = sum(d["named"] + d["otherwise"] for d in drops)
     assert expected > 0 and named >= 0.8 * expected, result["named_drops"]
-    for cls in [c for c in fuzz.BAD_CLASSES if c.startswith(("instruction", "goal"))]:
+    for cls in [c for c in fuzz_cases.BAD_CLASSES if c.startswith(("instruction", "goal"))]:
         # refused by the node ("bad request: ...") or, for what the wire would corrupt, by the client
         assert result["rejections"].get(cls, "").startswith(("bad request: ", "client: ")), (
             cls, result["rejections"])
