@@ -102,10 +102,21 @@ def _parked_thread() -> tuple[threading.Thread, threading.Event]:
     return thread, stop
 
 
+def _wait_until_seen(observer, timeout_s: float = 10.0) -> None:
+    """Until the observer sees itself in the graph (its own discovery is not immediate)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if observer.get_name() in [name for name, _ in observer.get_node_names_and_namespaces()]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {observer.get_name()!r} never saw itself in the graph")
+
+
 def test_soak_counts_a_thread_that_outlives_its_episode_not_one_that_ends_with_it(rclpy_context):
     observer = rclpy.create_node("soak_test_threads", context=rclpy_context)
     threads = []
     try:
+        _wait_until_seen(observer)
         soak = Soak(os.getpid(), observer, time.monotonic())
         episode_thread = _parked_thread()  # one episode's thread: ends before the next sample
         threads.append(episode_thread)
@@ -119,7 +130,10 @@ def test_soak_counts_a_thread_that_outlives_its_episode_not_one_that_ends_with_i
         soak.sample(3, "end", settle_s=0.0)
         report = soak.report()
         assert report["threads_new_lasting"] == 1
-        assert report["growing"] == ["threads"] and not report["meets_target"]
+        # Only the process figures: the graph is shared with whatever else runs in this test session's
+        # domain (CI saw nodes of an earlier test's child appear mid-test); its counter is tested above.
+        process_growing = [name for name in report["growing"] if not name.startswith("dds_")]
+        assert process_growing == ["threads"] and not report["meets_target"]
         assert report["threads_end"] == report["threads_after_warmup"] + 2
         assert report["threads_lasting_end"] == report["threads_lasting_after_warmup"] + 1
     finally:
