@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_ros.core.dataset import Episode, save_dataset
+from vla_ros.data.dataset import Episode, save_dataset
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}

@@ -1,8 +1,8 @@
 """A fake robot for the vla_node tests: camera and joint-state publishers, command recorders.
 
 Everything goes over real DDS. The node under test runs in-process with an injected
-ScriptedPolicy (vla_ros.core.fixtures) so the tests need no checkpoint. Goals go through
-vla_ros.ros.goal_client.InstructionClient: the ExecuteInstruction action where the generated types
+ScriptedPolicy (vla_ros.core.scripted_policy) so the tests need no checkpoint. Goals go through
+vla_ros.tools.goal_client.InstructionClient: the ExecuteInstruction action where the generated types
 exist (Jazzy's colcon install), else the ~/instruction topic (Humble); ~/status is read as the
 type the node publishes (VlaStatus, or its JSON fallback).
 """
@@ -24,10 +24,10 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_ros.core.fixtures import ARM_JOINTS, ScriptedPolicy
+from vla_ros.core.scripted_policy import ARM_JOINTS, ScriptedPolicy
 from vla_ros.ros.diagnostics import subscribe_status
-from vla_ros.ros.goal_client import GoalOutcome, InstructionClient
 from vla_ros.ros.vla_node import VlaNode
+from vla_ros.tools.goal_client import GoalOutcome, InstructionClient
 
 CAMERAS = ("scene", "wrist")
 # Not "vla_node": the launch tests look that name up in the same DDS domain, and a node destroyed in

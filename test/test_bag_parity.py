@@ -45,7 +45,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 import vla_ros.models.policy  # noqa: E402, F401, I001
 from vla_ros.core.policy import ActionChunk, Observation, Policy  # noqa: E402
 from vla_ros.ros.diagnostics import subscribe_status  # noqa: E402
-from vla_ros.ros.goal_client import InstructionClient  # noqa: E402
+from vla_ros.tools.goal_client import InstructionClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTION = "pick up the red cube"
@@ -93,7 +93,7 @@ def episode_bag(tmp_path_factory) -> Path:
     """~7 s of the simulated robot (both cameras, joint states) while it follows a trajectory.
 
     The robot and the recorder run as their own processes (`sim_robot_node`, `python -m
-    vla_ros.ros.bag_record`), as on a robot: inside the pytest process, threads left by earlier
+    vla_ros.tools.bag_record`), as on a robot: inside the pytest process, threads left by earlier
     tests compete for the GIL and the simulation thread fell behind (a third of its joint states,
     gaps up to 1 s; once in CI the node then rightly faulted on stale observations). The tests
     need a continuous bag, so a recording with a gap above MAX_GAP_S is recorded again (3 tries)."""
@@ -127,9 +127,9 @@ def _record_episode(bag: Path) -> None:
     topics = [f"{t}:sensor_msgs/msg/Image" for t in CAMERA_TOPICS.values()] + \
         ["/joint_states:sensor_msgs/msg/JointState"]
     sim_log = (bag.parent / "sim_robot.log").open("w")
-    sim = subprocess.Popen([sys.executable, "-m", "vla_ros.ros.sim_robot_node", "--ros-args", "-p",
+    sim = subprocess.Popen([sys.executable, "-m", "vla_ros.tools.sim_robot_node", "--ros-args", "-p",
                             "seed:=3"], stdout=sim_log, stderr=subprocess.STDOUT)
-    recorder = subprocess.Popen([sys.executable, "-m", "vla_ros.ros.bag_record", str(bag), "--topics",
+    recorder = subprocess.Popen([sys.executable, "-m", "vla_ros.tools.bag_record", str(bag), "--topics",
                                  *topics, "--duration", str(BAG_SECONDS)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     context = Context()

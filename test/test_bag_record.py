@@ -14,7 +14,7 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from vla_ros.ros.bag_record import BagRecorder, BagRecordError, discover_types  # noqa: E402
+from vla_ros.tools.bag_record import BagRecorder, BagRecordError, discover_types  # noqa: E402
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 from rosidl_runtime_py.utilities import get_message  # noqa: E402
 
-from vla_ros.ros.bag_replay import BagReplayError, BagSource, parse_remaps  # noqa: E402
+from vla_ros.tools.bag_replay import BagReplayError, BagSource, parse_remaps  # noqa: E402
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]

@@ -28,7 +28,7 @@ import pytest
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
 
-from vla_ros.ros.sim_session import EpisodeClient, SimStack, process_group_alive  # noqa: E402
+from vla_ros.tools.sim_session import EpisodeClient, SimStack, process_group_alive  # noqa: E402
 
 FIRST_SEED, CANDIDATES, EPISODES = 1000, 10, 3
 MIN_OFFLINE_RATE = 0.8

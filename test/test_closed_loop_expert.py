@@ -26,41 +26,12 @@ rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPA
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from vla_ros.core.fixtures import default_spec  # noqa: E402
-from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy  # noqa: E402
-from vla_ros.ros.sim_session import EpisodeClient, process_group_alive  # noqa: E402
+from vla_ros.sim.expert import ExpertPolicy  # noqa: E402
+from vla_ros.tools.sim_session import EpisodeClient, process_group_alive  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1000, 1001, 1002)  # one 'pick' (4.0 s plan) and two 'place' (6.2 s) scenes
 TIME_LIMIT_S = 10.0
-
-
-class ExpertPolicy(Policy):
-    """The sim's scripted expert plan for the current task, as chunks on the goal's time axis."""
-
-    def __init__(self):
-        self.spec = default_spec()
-        self.plan = None
-        self._t0: float | None = None
-
-    def set_task(self, task: dict) -> None:
-        from vla_ros.sim.env import HOME_TOOL
-        from vla_ros.sim.expert import plan_for
-        from vla_ros.sim.tasks import TaskSpec
-
-        self.plan = plan_for(TaskSpec(**task), HOME_TOOL)
-
-    def encode_instruction(self, text: str) -> InstructionContext:
-        self._t0 = None  # a new goal: its first observation is the plan's time zero
-        return InstructionContext(text=text, num_tokens=len(text))
-
-    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
-        if self._t0 is None:
-            self._t0 = observation.stamp
-        t = observation.stamp - self._t0
-        dt = self.spec.action_period
-        actions = np.array([self.plan.action(t + k * dt) for k in range(self.spec.chunk_size)], np.float64)
-        return ActionChunk(observation.stamp, actions, dt)
 
 
 def _node_parameters() -> list[Parameter]:
@@ -86,7 +57,7 @@ def _node_parameters() -> list[Parameter]:
 def expert_loop():
     from vla_ros.ros.vla_node import VlaNode
 
-    cmd = [sys.executable, "-m", "vla_ros.ros.sim_robot_node", "--ros-args", "-p", "seed:=0"]
+    cmd = [sys.executable, "-m", "vla_ros.tools.sim_robot_node", "--ros-args", "-p", "seed:=0"]
     sim = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     policy = ExpertPolicy()

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from vla_ros.ros.sim_robot_node import CommandedTarget, CommandError
+from vla_ros.tools.sim_robot_node import CommandedTarget, CommandError
 
 ARM = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 
@@ -105,7 +105,7 @@ def sim():
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from vla_ros.ros.sim_robot_node import SimRobotNode
+    from vla_ros.tools.sim_robot_node import SimRobotNode
 
     rclpy.init()
     node = SimRobotNode(parameter_overrides=[Parameter("seed", value=5)])
@@ -190,7 +190,7 @@ def test_sim_time_stamps_with_clock_and_compressed_images():
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CompressedImage, JointState
 
-    from vla_ros.ros.sim_robot_node import SimRobotNode
+    from vla_ros.tools.sim_robot_node import SimRobotNode
 
     context = Context()
     rclpy.init(context=context)

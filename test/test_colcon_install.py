@@ -46,7 +46,7 @@ def test_install_holds_interfaces_sources_executables_and_share():
 def test_generated_types_import_from_any_directory(tmp_path):
     probe = subprocess.run(
         [sys.executable, "-c", "import vla_ros; from vla_ros.action import ExecuteInstruction; "
-         "from vla_ros.msg import VlaStatus; import vla_ros.ros.goal_client; print(vla_ros.__file__); "
+         "from vla_ros.msg import VlaStatus; import vla_ros.tools.goal_client; print(vla_ros.__file__); "
          "print(ExecuteInstruction.Goal().timeout_s, VlaStatus().state == '')"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core_doubles import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vla_ros.core.fixtures import FakeClock, ScriptedPolicy, default_spec, make_observation
 from vla_ros.core.runtime import Runtime, RuntimeConfig, TerminationReason
+from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec, make_observation
 
 RATE = 50.0
 PERIOD = 1.0 / RATE

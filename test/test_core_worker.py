@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core_doubles import ObservationFeeder, wait_until
 
 from vla_ros.core.control_loop import skip_missed
-from vla_ros.core.fixtures import ObservationFeeder, ScriptedPolicy, default_spec, wait_until
 from vla_ros.core.runtime import Runtime, RuntimeConfig, TerminationReason
+from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec
 from vla_ros.core.stats import RingBuffer
 
 LIVENESS_S = 15.0  # generous: the machine is shared; these bound hangs, they measure nothing

@@ -35,7 +35,7 @@ PARAMS = """/**:
 def _tiny_checkpoint(directory: str) -> str:
     import torch
 
-    from vla_ros.core.fixtures import SO100_NAMES
+    from vla_ros.core.scripted_policy import SO100_NAMES
     from vla_ros.models.checkpoint import RobotMeta, new_checkpoint, save_checkpoint
     from vla_ros.models.normalization import Normalizer
     from vla_ros.models.vla import make_config

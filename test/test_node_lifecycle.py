@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from vla_ros.core.fixtures import ARM_JOINTS, default_spec
+from vla_ros.core.scripted_policy import ARM_JOINTS, default_spec
 from vla_ros.ros import params
 from vla_ros.ros.urdf_limits import UrdfError, limits_for, parse_joint_limits
 

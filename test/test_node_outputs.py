@@ -11,7 +11,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from vla_ros.core.fixtures import ARM_JOINTS  # noqa: E402
+from vla_ros.core.scripted_policy import ARM_JOINTS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -34,13 +34,14 @@ PARAMS = """/**:
 """
 # The node process with the deterministic test policy instead of a checkpoint.
 LAUNCHER = (
-    "import sys; from vla_ros.core.fixtures import ScriptedPolicy; from vla_ros.ros.vla_node import main; "
+    "import sys; from vla_ros.core.scripted_policy import ScriptedPolicy; "
+    "from vla_ros.ros.vla_node import main; "
     "sys.exit(main(sys.argv, policy=ScriptedPolicy()))"
 )
 # The same, with a bug injected outside every input guard: the ~/status timer callback raises, once,
 # while the first goal runs.
 FAULTY_LAUNCHER = (
-    "import sys; from vla_ros.core.fixtures import ScriptedPolicy; from vla_ros.ros import vla_node\n"
+    "import sys; from vla_ros.core.scripted_policy import ScriptedPolicy; from vla_ros.ros import vla_node\n"
     "original, calls = vla_node.VlaNode.publish_status, []\n"
     "def publish_status(self):\n"
     "    if not calls and self.runtime is not None and self.runtime.runner.active() is not None:\n"

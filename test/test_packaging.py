@@ -18,7 +18,7 @@ def test_pip_builds_a_wheel_with_the_package_and_its_entry_point(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = tmp_path.glob("vla_ros-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("vla_ros/__init__.py", "vla_ros/ros/goal_client.py", "vla_ros/core/runtime.py",
+    for module in ("vla_ros/__init__.py", "vla_ros/tools/goal_client.py", "vla_ros/core/runtime.py",
                    "vla_ros/models/vla.py"):
         assert module in names, module
     assert not any(name.startswith(("test/", "install/", "build/")) for name in names)

@@ -91,7 +91,7 @@ def test_messages_cross_between_processes(rclpy_context):
     received: list[str] = []
     listener.create_subscription(String, "/vla_ros_selftest/chatter", lambda m: received.append(m.data), 10)
     talker = subprocess.Popen(
-        [sys.executable, "-m", "vla_ros.ros.selftest", "--ros-args", "-p", "period_s:=0.05"],
+        [sys.executable, "-m", "vla_ros.tools.selftest", "--ros-args", "-p", "period_s:=0.05"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert _spin_until(executor, lambda: len(received) >= 3, 20.0), \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla_ros.core.dataset import load_dataset
+from vla_ros.data.dataset import load_dataset
 from vla_ros.sim import TabletopEnv
 from vla_ros.sim.bag import (
     ACTION_TOPIC,

@@ -16,10 +16,10 @@ SUBCOMMANDS = {
     "parity": ("vla_ros.models.parity", "PCC between two runs of a model (dtype, cache, export)"),
     "sim-collect": ("vla_ros.sim.collect", "record scripted-expert demonstrations (and rosbags)"),
     "sim-render": ("vla_ros.sim.render", "write a video and PNGs of a simulated episode"),
-    "bag-replay": ("vla_ros.ros.bag_replay", "replay a rosbag2 into ROS topics with its timing"),
-    "eval-ros": ("vla_ros.ros.eval_ros", "closed-loop success through the full ROS stack"),
-    "demo": ("vla_ros.ros.demo", "the end-to-end closed-loop demo behind `make demo`"),
-    "instruct": ("vla_ros.ros.instruct", "send one instruction to a running vla_node; feedback and result"),
+    "bag-replay": ("vla_ros.tools.bag_replay", "replay a rosbag2 into ROS topics with its timing"),
+    "eval-ros": ("vla_ros.tools.eval_ros", "closed-loop success through the full ROS stack"),
+    "demo": ("vla_ros.tools.demo", "the end-to-end closed-loop demo behind `make demo`"),
+    "instruct": ("vla_ros.tools.instruct", "send one instruction to a running vla_node; feedback and result"),
 }
 
 

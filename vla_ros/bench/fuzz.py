@@ -306,7 +306,7 @@ def _limits(node):
     """(lower, upper, max_step) of the node's safety filter, model units; and lower/upper in robot units."""
     from vla_ros.core.safety import SafetyLimits
     from vla_ros.ros.outputs import GripperMap
-    from vla_ros.ros.vla_node import runtime_config
+    from vla_ros.ros.params import runtime_config
 
     spec = node.policy.spec
     limits = SafetyLimits.from_config(runtime_config(node.config, spec), spec.action_dim, spec.gripper_index)
@@ -471,8 +471,8 @@ class FuzzRun:
         from rclpy.context import Context
         from rclpy.executors import MultiThreadedExecutor
 
-        from vla_ros.ros.goal_client import InstructionClient
         from vla_ros.ros.vla_node import VlaNode
+        from vla_ros.tools.goal_client import InstructionClient
 
         self.violations = Violations()
         self.context = Context()

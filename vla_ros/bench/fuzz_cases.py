@@ -15,7 +15,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from vla_ros.core.fixtures import SO100_NAMES
+from vla_ros.core.scripted_policy import SO100_NAMES
 from vla_ros.ros.image_conversion import SUPPORTED_RAW_ENCODINGS
 
 JOINTS = SO100_NAMES  # the tiny model's state and action names: arm joints, then the gripper

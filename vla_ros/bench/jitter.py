@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from vla_ros.core.fixtures import ScriptedPolicy, default_spec, make_observation
 from vla_ros.core.runtime import Runtime, RuntimeConfig
+from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec, make_observation
 from vla_ros.core.stats import period_errors
 
 

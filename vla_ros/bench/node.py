@@ -36,7 +36,7 @@ import numpy as np
 def _tiny_random_policy(directory: Path):
     import torch
 
-    from vla_ros.core.fixtures import SO100_NAMES
+    from vla_ros.core.scripted_policy import SO100_NAMES
     from vla_ros.models import load_policy
     from vla_ros.models.checkpoint import RobotMeta, new_checkpoint, save_checkpoint
     from vla_ros.models.normalization import Normalizer

@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-goals", type=int, default=None, help="goals in the warm-up (default 5; quick 2)")
     p.add_argument("--warmup-s", type=float, default=None, help="least warm-up time, s (default 60; quick 0)")
     p.add_argument("--sample-s", type=float, default=None, help="sampling period, s (default 30; quick 10)")
+    p.add_argument("--interface", choices=("auto", "action", "topic"), default="auto",
+                   help="how goals reach vla_node: the ExecuteInstruction action (auto, where built) or "
+                        "the ~/instruction topic (tells a growth in the action server from one elsewhere)")
     p.add_argument("--log", default="out/soak/launch.log", help="where the nodes' output goes")
     p.add_argument("--startup-timeout", type=float, default=300.0)
     return p
@@ -247,7 +250,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "warmup_goals": args.warmup_goals if args.warmup_goals is not None else (2 if quick else 5),
         "warmup_s": args.warmup_s if args.warmup_s is not None else (0.0 if quick else 60.0),
         "sample_s": args.sample_s if args.sample_s is not None else (10.0 if quick else 30.0),
-        "timeout_s": args.timeout, "seed": args.seed, "quick": quick,
+        "timeout_s": args.timeout, "seed": args.seed, "quick": quick, "interface": args.interface,
     }
 
 
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings["minutes_requested"] < 0 or settings["warmup_goals"] < 1 or settings["sample_s"] <= 0:
         _say("soak: --minutes must be >= 0, --warmup-goals >= 1, --sample-s > 0")
         return 2
-    from vla_ros.ros.demo import check_checkpoint
+    from vla_ros.tools.demo import check_checkpoint
 
     try:
         checkpoint = check_checkpoint(args.checkpoint)
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from vla_ros.ros.sim_session import EpisodeClient, SimStack, process_group_alive, refuse_second_stack
+    from vla_ros.tools.sim_session import EpisodeClient, SimStack, process_group_alive, refuse_second_stack
 
     stack = SimStack({"checkpoint": checkpoint, "seed": args.seed, "goal_timeout_s": args.timeout,
                       "status_rate_hz": 20.0}, log_path=Path(args.log))
@@ -316,14 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         observer = rclpy.create_node("vla_ros_soak_observer")
-        client = EpisodeClient("vla_ros_soak_client")
+        client = EpisodeClient("vla_ros_soak_client", interface=settings["interface"])
         refuse_second_stack(client)
         stack.start()
         client.wait_ready(args.startup_timeout, alive=stack.alive)
         pid = find_process(stack.proc.pid, "vla_node")
         if pid is None:
             raise RuntimeError("no vla_node process in the launch's process group")
-        result.update(vla_node_pid=pid, startup_s=round(time.monotonic() - t_begin, 1))
+        result.update(vla_node_pid=pid, startup_s=round(time.monotonic() - t_begin, 1),
+                      interface=client.goals.interface)
         _say(f"soak: stack ready after {result['startup_s']} s; vla_node pid {pid}")
         soak = Soak(pid, observer, time.monotonic())
         _say(f"soak: start {soak.sample(0, 'start', settle_s=0.0)}")

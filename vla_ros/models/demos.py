@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from vla_ros.core.dataset import Episode, save_dataset
+from vla_ros.data.dataset import Episode, save_dataset
 
 
 def noisy_episode(env, seed: int, noise: float, rng: np.random.Generator) -> Episode:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vla_ros.core.dataset import Episode, load_dataset
+from vla_ros.data.dataset import Episode, load_dataset
 from vla_ros.models.checkpoint import Checkpoint, RobotMeta, save_checkpoint
 from vla_ros.models.normalization import Normalizer
 from vla_ros.models.tokenizer import ByteTokenizer, batch_encode

@@ -19,6 +19,7 @@ from vla_ros.core.runtime_types import (
     GOAL_POLICIES,
     INTERPOLATIONS,
     STARVATION_POLICIES,
+    RuntimeConfig,
 )
 
 OUTPUT_MODES = ("position_array", "joint_trajectory", "joint_state")
@@ -553,6 +554,36 @@ def validate(
     )
 
 
+def runtime_config(config: NodeConfig, spec) -> RuntimeConfig:
+    """The core's RuntimeConfig from validated node parameters."""
+    rt = RuntimeConfig(
+        control_rate_hz=config.control_rate_hz,
+        interpolation=config.interpolation,
+        realtime_priority=config.realtime_priority > 0,
+        realtime_priority_level=max(1, config.realtime_priority),
+        blend=config.blending,
+        execution=config.execution,
+        refill_margin_s=config.refill_margin_s,
+        starvation_policy=config.starvation_policy,
+        max_starved_s=config.max_starved_s,
+        observation_max_age_s=config.max_observation_age_s,
+        stale_grace_s=config.stale_grace_s,
+        goal_timeout_s=config.goal_timeout_s,
+        goal_max_steps=config.max_steps,
+        goal_policy=config.goal_policy,
+        joint_lower=config.position_lower,
+        joint_upper=config.position_upper,
+        max_velocity=config.velocity_limit,
+        gripper_index=spec.gripper_index,
+        dry_run=config.dry_run,
+        # trajectory_mode=buffer publishes the chunk's remaining points, filtered by the core
+        future_points=spec.chunk_size
+        if config.output_mode == "joint_trajectory" and config.trajectory_mode == "buffer" else 0,
+    )
+    rt.validate()
+    return rt
+
+
 def check_against_model(config: NodeConfig, spec) -> None:
     """The configuration must fit the policy's spec (cameras, joint count, gripper position)."""
     names = list(config.camera_names)
@@ -625,3 +656,56 @@ def read_config(node) -> NodeConfig:
     from rclpy.validate_topic_name import validate_topic_name
 
     return validate(values, cameras, limits_for, validate_topic_name)
+
+
+# ------------------------------------------------------------------------------------------ docs
+DOC_PATH = "docs/vla_node.md"
+DOC_BEGIN = "<!-- parameters: generated from vla_ros/ros/params.py (python -m vla_ros.ros.params --write) -->"
+DOC_END = "<!-- end of generated parameters -->"
+
+
+def _doc_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_doc_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}" if value != int(value) or abs(value) >= 1e6 else f"{value:.1f}"
+    return '""' if value == "" else str(value)
+
+
+def markdown_table() -> str:
+    """docs/vla_node.md's parameter table, from PARAMS and CAMERA_PARAMS."""
+    rows = ["| parameter | default | valid | meaning |", "|---|---|---|---|"]
+    entries = [(p.name, p) for p in PARAMS] + [(f"cameras.<name>.{p.name}", p) for p in CAMERA_PARAMS]
+    for name, p in entries:
+        default = _doc_value(p.default)
+        valid = p.valid.replace("|", "/")  # a pipe would end the table cell
+        rows.append(f"| `{name}` | `{default}` | {valid} | {p.description} |")
+    return "\n".join(rows)
+
+
+def document(text: str) -> str:
+    """``text`` (docs/vla_node.md) with the generated table between its markers replaced."""
+    if DOC_BEGIN not in text or DOC_END not in text:
+        raise ValueError(f"{DOC_PATH} lacks the markers {DOC_BEGIN!r} ... {DOC_END!r}")
+    head, rest = text.split(DOC_BEGIN, 1)
+    _, tail = rest.split(DOC_END, 1)
+    return f"{head}{DOC_BEGIN}\n{markdown_table()}\n{DOC_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m vla_ros.ros.params", description=document.__doc__)
+    p.add_argument("--write", action="store_true", help=f"rewrite {DOC_PATH} (run from the repository root)")
+    args = p.parse_args(argv)
+    if not args.write:
+        print(markdown_table())
+        return 0
+    path = Path(DOC_PATH)
+    path.write_text(document(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -39,7 +39,6 @@ from vla_ros.core.runtime import (
     GoalResult,
     RejectReason,
     Runtime,
-    RuntimeConfig,
 )
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
@@ -47,36 +46,6 @@ from vla_ros.ros.observation_sync import ObservationInput, no_event_handlers
 from vla_ros.ros.outputs import CommandOutput, GripperMap
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-def runtime_config(config: params.NodeConfig, spec) -> RuntimeConfig:
-    """The core's RuntimeConfig from validated node parameters."""
-    rt = RuntimeConfig(
-        control_rate_hz=config.control_rate_hz,
-        interpolation=config.interpolation,
-        realtime_priority=config.realtime_priority > 0,
-        realtime_priority_level=max(1, config.realtime_priority),
-        blend=config.blending,
-        execution=config.execution,
-        refill_margin_s=config.refill_margin_s,
-        starvation_policy=config.starvation_policy,
-        max_starved_s=config.max_starved_s,
-        observation_max_age_s=config.max_observation_age_s,
-        stale_grace_s=config.stale_grace_s,
-        goal_timeout_s=config.goal_timeout_s,
-        goal_max_steps=config.max_steps,
-        goal_policy=config.goal_policy,
-        joint_lower=config.position_lower,
-        joint_upper=config.position_upper,
-        max_velocity=config.velocity_limit,
-        gripper_index=spec.gripper_index,
-        dry_run=config.dry_run,
-        # trajectory_mode=buffer publishes the chunk's remaining points, filtered by the core
-        future_points=spec.chunk_size
-        if config.output_mode == "joint_trajectory" and config.trajectory_mode == "buffer" else 0,
-    )
-    rt.validate()
-    return rt
 
 
 def load_model(config: params.NodeConfig) -> Policy:
@@ -87,7 +56,7 @@ def load_model(config: params.NodeConfig) -> Policy:
         checkpoint, device=config.device, dtype=config.dtype, threads=config.torch_threads
     )
     if config.extra_latency_s > 0:  # latency-robustness evaluation (vla_ros eval-ros --extra-latency-ms)
-        from vla_ros.ros.delayed_policy import DelayedPolicy
+        from vla_ros.core.delayed_policy import DelayedPolicy
 
         policy = DelayedPolicy(policy, config.extra_latency_s)
     return policy
@@ -161,7 +130,7 @@ class VlaNode(LifecycleNode):
                     "parameter 'trajectory_mode' = 'buffer' is invalid: the model's actions are "
                     f"{policy.spec.action_mode!r}, buffer mode needs absolute ones (valid: single_point)"
                 )
-            runtime_config(config, policy.spec)
+            params.runtime_config(config, policy.spec)
         except params.ConfigError as exc:
             return self._fail(f"configure failed: {exc}")
         except Exception as exc:  # model loading: a missing checkpoint, a bad dtype for the device, ...
@@ -181,7 +150,7 @@ class VlaNode(LifecycleNode):
         try:
             self.runtime = Runtime(
                 self.policy,
-                runtime_config(config, spec),
+                params.runtime_config(config, spec),
                 self._on_command,
                 clock=self._runtime_clock,
                 on_result=self._on_result,

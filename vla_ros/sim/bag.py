@@ -23,7 +23,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from vla_ros.core.dataset import Episode
+from vla_ros.data.dataset import Episode
 
 DEFAULT_START_NS = 1_767_225_600 * 10**9
 JOINT_STATES_TOPIC = "/joint_states"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_ros.core.dataset import Episode, save_dataset
+from vla_ros.data.dataset import Episode, save_dataset
 from vla_ros.sim.env import TabletopEnv
 from vla_ros.sim.scene import COLOURS, SHAPES
 from vla_ros.sim.tasks import TASK_FAMILIES

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
 from vla_ros.sim.kinematics import top_down_ik
 from vla_ros.sim.scene import OBJECT_HALF_HEIGHT
 from vla_ros.sim.tasks import TaskSpec
@@ -75,3 +76,35 @@ def plan_for(task: TaskSpec, start_tool: np.ndarray) -> ExpertPlan:
     else:
         raise ValueError(f"no expert plan for task family {task.family!r}")
     return ExpertPlan(start_tool, keys)
+
+
+class ExpertPolicy(Policy):
+    """The scripted expert's plan for the current task, as chunks on the goal's time axis: a
+    policy that needs no checkpoint, for testing the loops around a model (ROS and offline).
+    ``set_task`` before each goal; the goal's first observation is the plan's time zero."""
+
+    def __init__(self) -> None:
+        from vla_ros.core.scripted_policy import default_spec
+
+        self.spec = default_spec()
+        self.plan: ExpertPlan | None = None
+        self._t0: float | None = None
+
+    def set_task(self, task: TaskSpec | dict) -> None:
+        from vla_ros.sim.env import HOME_TOOL
+
+        self.plan = plan_for(task if isinstance(task, TaskSpec) else TaskSpec(**task), HOME_TOOL)
+
+    def encode_instruction(self, text: str) -> InstructionContext:
+        if self.plan is None:
+            raise RuntimeError("ExpertPolicy: set_task() first")
+        self._t0 = None
+        return InstructionContext(text=text, num_tokens=len(text))
+
+    def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
+        if self._t0 is None:
+            self._t0 = observation.stamp
+        t = observation.stamp - self._t0
+        dt = self.spec.action_period
+        actions = np.array([self.plan.action(t + k * dt) for k in range(self.spec.chunk_size)], np.float64)
+        return ActionChunk(observation.stamp, actions, dt)

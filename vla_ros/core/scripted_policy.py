@@ -1,4 +1,4 @@
-"""A small deterministic policy for tests and benchmarks: scripted actions, set latency, faults.
+"""A model-free deterministic policy for benchmarks and tests: scripted actions, set latency, faults.
 
 ``ScriptedPolicy`` predicts samples of a smooth trajectory ``fn(t)`` at the chunk's due times, so
 chunks computed from different observations agree where they overlap (blending is then
@@ -43,22 +43,6 @@ def sine_trajectory(amplitude: float = 0.5, frequency_hz: float = 0.2, dim: int 
         return q
 
     return fn
-
-
-class FakeClock:
-    """A settable clock for single-threaded tests: ``clock()`` reads it, ``sleep(dt)`` advances it."""
-
-    def __init__(self, start: float = 100.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class PolicyFault(RuntimeError):
@@ -141,42 +125,3 @@ def make_observation(spec: PolicySpec, stamp: float, state: np.ndarray | None = 
     images = {name: np.zeros((h, w, 3), np.uint8) for name in spec.cameras}
     st = np.zeros(spec.state_dim, np.float32) if state is None else np.asarray(state, np.float32)
     return Observation(stamp=stamp, images=images, state=st)
-
-
-class ObservationFeeder:
-    """A thread submitting black-image observations to a Runtime at ``rate_hz`` (a camera stand-in).
-
-    ``state_fn()`` gives the state to report (default: zeros). Use as a context manager.
-    """
-
-    def __init__(self, runtime, spec: PolicySpec, rate_hz: float = 30.0, state_fn=None, clock=time.monotonic):
-        self.runtime, self.spec, self.period = runtime, spec, 1.0 / rate_hz
-        self.state_fn = state_fn or (lambda: np.zeros(spec.state_dim, np.float32))
-        self.clock = clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="observation-feeder", daemon=True)
-        self.sent = 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.runtime.submit_observation(make_observation(self.spec, self.clock(), self.state_fn()))
-            self.sent += 1
-            self._stop.wait(self.period)
-
-    def __enter__(self) -> ObservationFeeder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll: float = 0.01) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (a liveness bound, not a speed test)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return bool(predicate())

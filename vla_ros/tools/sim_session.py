@@ -9,7 +9,7 @@ behind: SIGINT to the whole process group, then SIGTERM, then SIGKILL.
 `EpisodeClient` is a plain rclpy node. Per episode it re-arms vla_node (lifecycle deactivate,
 sim reset with a chosen seed, activate: a reset teleports the arm, and an active controller would
 otherwise keep holding its last command from the previous episode), sends the instruction through
-vla_ros.ros.goal_client (the ExecuteInstruction action when the interfaces are built, else
+vla_ros.tools.goal_client (the ExecuteInstruction action when the interfaces are built, else
 ~/instruction and ~/status) and waits for the result. It also records what the plot needs:
 commanded and measured joints from the sim's controller_state, on the message stamps (receive
 times arrive in bursts), chunk arrivals (a change of the status' latest inference latency) and
@@ -204,7 +204,7 @@ class EpisodeClient:
         from std_msgs.msg import Bool, Float64MultiArray, String
         from std_srvs.srv import Trigger
 
-        from vla_ros.ros.goal_client import InstructionClient
+        from vla_ros.tools.goal_client import InstructionClient
 
         self.node = rclpy.create_node(node_name)
         self._lock = threading.Lock()

@@ -1,6 +1,6 @@
 """A simulated robot with the topics of a real ros2_control arm: the closed loop's other half.
 
-    python -m vla_ros.ros.sim_robot_node --ros-args -p seed:=0 -p task:=pick
+    python -m vla_ros.tools.sim_robot_node --ros-args -p seed:=0 -p task:=pick
 
 Publishes (names relative to the node's namespace):
   <camera>/image_raw            sensor_msgs/Image rgb8, one per simulated camera, camera_rate_hz

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from vla_ros.ros.sim_session import EpisodeClient, SimStack, refuse_second_stack, summarize
+from vla_ros.tools.sim_session import EpisodeClient, SimStack, refuse_second_stack, summarize
 
 
 def parse_vla_params(items: list[str]) -> dict:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra_latency_ms < 0:
         print("eval-ros: --extra-latency-ms must be >= 0", file=sys.stderr)
         return 2
-    from vla_ros.ros.demo import check_checkpoint
+    from vla_ros.tools.demo import check_checkpoint
 
     try:
         checkpoint = check_checkpoint(args.checkpoint)

@@ -1,6 +1,6 @@
 """Record live ROS topics into an MCAP rosbag2 with `rosbags` (no rosbag2 in this runtime).
 
-    python -m vla_ros.ros.bag_record OUT_DIR --topics /joint_states /scene/image_raw ... [--duration S]
+    python -m vla_ros.tools.bag_record OUT_DIR --topics /joint_states /scene/image_raw ... [--duration S]
 
 Used by `vla_ros demo` / eval and the parity tests to keep a closed-loop run (observations and
 the commands the node sent) for replay. Subscriptions are raw (rclpy hands over the CDR bytes
@@ -192,10 +192,10 @@ def wait_for_publishers(node, topics: Iterable[str], timeout_s: float = 5.0, set
 
 
 class RecorderProcess:
-    """`python -m vla_ros.ros.bag_record OUT` as a child process: started, ready, stopped, counted."""
+    """`python -m vla_ros.tools.bag_record OUT` as a child process: started, ready, stopped, counted."""
 
     def __init__(self, out: str | Path, topics: Iterable[str] | None = None, ready_timeout_s: float = 30.0):
-        cmd = [sys.executable, "-m", "vla_ros.ros.bag_record", str(out)]
+        cmd = [sys.executable, "-m", "vla_ros.tools.bag_record", str(out)]
         if topics is not None:
             cmd += ["--topics", *topics]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -227,7 +227,8 @@ class RecorderProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vla_ros.ros.bag_record", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vla_ros.tools.bag_record",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="new bag directory")
     p.add_argument("--topics", nargs="*", default=None,
                    help="TOPIC or TOPIC:TYPE; default: the closed-loop topics of the simulated robot")

@@ -5,7 +5,7 @@
 For a machine without `ros2 action` (the pip ROS runtime); where it exists,
 `ros2 action send_goal --feedback /vla_node/execute_instruction vla_ros/action/ExecuteInstruction
 "{instruction: '...'}"` does the same. Goes through the ExecuteInstruction action, or the
-~/instruction topic where the generated interfaces are missing (see vla_ros.ros.goal_client).
+~/instruction topic where the generated interfaces are missing (see vla_ros.tools.goal_client).
 Exit status: 0 when the goal completed, 1 when it ended otherwise (rejected, timeout, fault, ...),
 2 on a usage error or when the node cannot be reached. Ctrl-C cancels the goal and waits for
 its result.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from vla_ros.ros.goal_client import InstructionClient
+    from vla_ros.tools.goal_client import InstructionClient
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("vla_ros_instruct")

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from vla_ros.ros.sim_session import (
+from vla_ros.tools.sim_session import (
     EpisodeClient,
     SimStack,
     Trace,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             episode = client.reset_episode(seed, "" if args.task == "any" else args.task)
             instruction = args.instruction or episode["instruction"]
             if not args.no_bag and i == 0:
-                from vla_ros.ros.bag_record import RecorderProcess
+                from vla_ros.tools.bag_record import RecorderProcess
 
                 bag = out / "bag"
                 if bag.exists():

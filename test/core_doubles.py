@@ -1,0 +1,67 @@
+"""Test doubles for the core's tests: a settable clock, an observation feeder thread, a poll helper."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from vla_ros.core.policy import PolicySpec
+from vla_ros.core.scripted_policy import make_observation
+
+
+class FakeClock:
+    """A settable clock for single-threaded tests: ``clock()`` reads it, ``sleep(dt)`` advances it."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ObservationFeeder:
+    """A thread submitting black-image observations to a Runtime at ``rate_hz`` (a camera stand-in).
+
+    ``state_fn()`` gives the state to report (default: zeros). Use as a context manager.
+    """
+
+    def __init__(self, runtime, spec: PolicySpec, rate_hz: float = 30.0, state_fn=None, clock=time.monotonic):
+        self.runtime, self.spec, self.period = runtime, spec, 1.0 / rate_hz
+        self.state_fn = state_fn or (lambda: np.zeros(spec.state_dim, np.float32))
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="observation-feeder", daemon=True)
+        self.sent = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.runtime.submit_observation(make_observation(self.spec, self.clock(), self.state_fn()))
+            self.sent += 1
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> ObservationFeeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll: float = 0.01) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (a liveness bound, not a speed test)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
