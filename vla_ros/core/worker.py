@@ -13,6 +13,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,6 +56,16 @@ class ObservationMailbox:
                 return None
             self._read_stamp = max(self._read_stamp, obs.stamp)
             return obs
+
+
+@dataclass
+class PendingChunk:
+    """A chunk the policy returned that has not reached the buffer yet."""
+
+    goal_id: int
+    obs: Observation
+    started: float  # runtime-clock time the inference began
+    chunk: ActionChunk
 
 
 class InferenceWorker:
@@ -160,20 +171,28 @@ class InferenceWorker:
 
     def step(self) -> bool:
         """Run one inference if the rule says so; True when a chunk reached the buffer."""
+        pending = self.begin()
+        return pending is not None and self.land(pending, self.clock())
+
+    def begin(self) -> PendingChunk | None:
+        """The first half of ``step``: run the policy if the rule says so, keep the chunk aside.
+
+        A simulated clock (the offline executor) lands it later with ``land(pending, done)``, so
+        the control ticks in between run on the old buffer, as they do while a real inference runs."""
         goal = self.runner.active()
         policy = self._get_policy()
         if goal is None or policy is None:
             if self._goal_id != -1 and policy is not None:
                 self._call_policy(policy.reset, self._goal_id)
             self._goal_id, self._context, self._has_chunk = -1, None, False
-            return False
+            return None
         if goal.goal_id != self._goal_id:
             self._goal_id, self._context, self._has_chunk = goal.goal_id, None, False
             self._last_obs_stamp = float("-inf")
             ok = self._call_policy(policy.reset, goal.goal_id)
             context = self._call_policy(lambda: policy.encode_instruction(goal.instruction), goal.goal_id)
             if not ok or context is None:
-                return False
+                return None
             self._context = context
             if context.truncated:
                 note = (f"instruction truncated to the model's {context.num_tokens} tokens "
@@ -181,22 +200,27 @@ class InferenceWorker:
                 self.runner.note(goal.goal_id, note)
                 log.warning("goal %d: %s", goal.goal_id, note)
         if self._context is None:  # encoding failed; the goal is being aborted
-            return False
+            return None
         now = self.clock()
         if not self.should_infer(self.execution_time(now)):
-            return False
+            return None
         obs = self.mailbox.take_newer(self._last_obs_stamp)
         if obs is None or now - obs.stamp > self.config.observation_max_age_s:
-            return False  # the runtime faults the goal if observations stay stale past the grace
+            return None  # the runtime faults the goal if observations stay stale past the grace
         self._last_obs_stamp = obs.stamp
         self.busy_since = now
         chunk = self._call_policy(lambda: policy.predict_chunk(obs, self._context), goal.goal_id)
-        done = self.clock()
-        self.busy_since = None
         if chunk is None:
-            return False
+            self.busy_since = None
+            return None
+        return PendingChunk(goal.goal_id, obs, now, chunk)
+
+    def land(self, pending: PendingChunk, done: float) -> bool:
+        """The second half of ``step``: the chunk reaches the buffer at runtime-clock time ``done``."""
+        self.busy_since = None
+        chunk, obs = pending.chunk, pending.obs
         self.inferences += 1
-        chunk.latency = done - now
+        chunk.latency = done - pending.started
         self.latencies.add(chunk.latency)
         try:
             actions = to_absolute(chunk.actions, self._reference_state(obs), self.action_mode)
@@ -204,14 +228,14 @@ class InferenceWorker:
             # chunk runs from its first action, as openpi's client does
             t_obs = self.execution_time(chunk.t_obs)
             placed = ActionChunk(t_obs, actions, chunk.dt, chunk.latency, chunk.info)
-            result = self.buffer.insert(placed, self.execution_time(done), tag=goal.goal_id)
+            result = self.buffer.insert(placed, self.execution_time(done), tag=pending.goal_id)
         except ValueError as exc:
-            self._fail(goal.goal_id, f"policy returned a bad chunk: {exc}")
+            self._fail(pending.goal_id, f"policy returned a bad chunk: {exc}")
             return False
         self.last_chunk = chunk
         if result.accepted:
             if not self._has_chunk:
-                self.runner.mark_first_chunk(goal.goal_id, done)
+                self.runner.mark_first_chunk(pending.goal_id, done)
             self._has_chunk = True
         return result.accepted
 

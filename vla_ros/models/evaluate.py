@@ -1,13 +1,21 @@
 """`vla_ros eval`: offline action error and closed-loop success in the simulation (no ROS).
 
-Closed loop executes chunks receding-horizon: predict H actions, execute the first ``--execute``
-of them with ``env.step``, observe, predict again. Seeds start at ``--seed`` (training data used
-seeds below 100000 by default, so these episodes are unseen).
+Closed loop, two executors on the same seeded scenes:
+- ``--executor runtime`` (default): vla_node's own executor without ROS (vla_ros/sim/executor.py):
+  the core Runtime with its worker, buffer, blending, safety filter and goal lifecycle on a
+  simulated clock, with config/sim_robot.yaml's settings and the inference latency measured here
+  (plus ``--extra-latency-ms``), so this figure and `vla_ros eval-ros`'s differ only by ROS;
+- ``--executor chunks``: behaviour cloning's classic receding-horizon loop (predict H actions,
+  execute the first ``--execute`` with ``env.step``, observe, predict again; no blending, no
+  clamp, no latency): the model alone.
+Seeds start at ``--seed`` (training data used seeds below 100000 by default, so these episodes
+are unseen).
 
 ``--ablation`` runs four variants on the same episodes: random actions, vision-only (instruction
 blanked), language-only (images blanked) and the full model, and prints a table.
 
     vla_ros eval --checkpoint checkpoints/tiny --episodes 100 --ablation
+    vla_ros eval --episodes 100 --executor chunks
 """
 
 from __future__ import annotations
@@ -135,6 +143,27 @@ def closed_loop(policy: Policy, env, seeds: list[int], execute: int) -> dict:
     }
 
 
+def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: float = 0.0) -> dict:
+    """Closed-loop success through the core Runtime on a simulated clock (sim/executor.py)."""
+    from vla_ros.sim.executor import run_episode, sim_robot_runtime_config
+
+    config = sim_robot_runtime_config(policy.spec)
+    outcomes = [run_episode(policy, env, config, seed, extra_latency_s=extra_latency_s)
+                for seed in seeds]
+    solved = [o for o in outcomes if o.success]
+    return {
+        "success_rate": len(solved) / len(outcomes),
+        "successes": len(solved),
+        "episodes": len(outcomes),
+        "mean_steps": float(np.mean([o.steps for o in outcomes])),
+        "mean_success_s": float(np.mean([o.sim_s for o in solved])) if solved else float("nan"),
+        "reasons": {r: sum(str(o.result.reason) == r for o in outcomes)
+                    for r in sorted({str(o.result.reason) for o in outcomes})},
+        "starved_ticks": int(sum(o.starved_ticks for o in outcomes)),
+        "latency_p50_s": float(np.median([o.latency_p50_s for o in outcomes])),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vla_ros eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=100, help="closed-loop episodes per variant")
     p.add_argument("--offline-episodes", type=int, default=20, help="held-out expert demos for action error")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="first episode seed")
-    p.add_argument("--execute", type=int, default=0, help="actions executed per chunk (0 = half the chunk)")
+    p.add_argument("--executor", choices=("runtime", "chunks"), default="runtime",
+                   help="runtime: vla_node's executor on a simulated clock; chunks: the model alone")
+    p.add_argument("--extra-latency-ms", type=float, default=0.0,
+                   help="runtime executor: simulated milliseconds added to every inference")
+    p.add_argument("--execute", type=int, default=0,
+                   help="chunks executor: actions executed per chunk (0 = half the chunk)")
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--task", default=None, help="task family (default: random per episode)")
     p.add_argument("--ablation", action="store_true", help="random / vision-only / language-only / full")
@@ -185,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, variant in variants.items():
         t0 = time.monotonic()
         err = action_error(variant, demos, std) if demos else float("nan")
-        result = closed_loop(variant, env, seeds, execute)
+        if args.executor == "runtime":
+            result = closed_loop_runtime(variant, env, seeds, args.extra_latency_ms / 1000)
+        else:
+            result = closed_loop(variant, env, seeds, execute)
         rows[name] = {"action_error": err, **result, "wall_s": round(time.monotonic() - t0, 1)}
         print(
             f"{name:>14}: action error {err:.3f}  success {result['successes']}/{result['episodes']}"
@@ -201,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(policy.ckpt.path),
         "episodes": args.episodes,
         "first_seed": args.seed,
-        "execute": execute,
+        "executor": args.executor,
+        "execute": execute if args.executor == "chunks" else None,
+        "extra_latency_ms": args.extra_latency_ms if args.executor == "runtime" else None,
         "offline_episodes": args.offline_episodes,
         "results": rows,
     }

@@ -1,0 +1,166 @@
+"""The real runtime on a simulated clock against the simulator: what `vla_ros eval` runs.
+
+vla_node's executor without ROS: the same ``Runtime`` (the worker's refill rule, the action
+buffer and its blending, the execution clock, the one safety chain, the goal lifecycle and its
+stale/starvation faults), driven by a clock that only this loop advances. Per control period:
+sensors that are due (camera frames with the joint state at ``camera_rate_hz``, joint states alone
+at ``joint_state_rate_hz``, the rates of sim_robot_node), a chunk that is due lands, the worker
+may start an inference, one ``Runtime.tick``, the simulator follows the command for one period,
+success is checked at ``success_rate_hz`` (vla_node's success topic) and completes the goal.
+
+Latency: an inference started at simulated time t lands at t + L, where L is the wall time the
+policy call took here (``latency="measured"``) or a fixed number of seconds, plus
+``extra_latency_s``; the ticks in between run on the buffer as it was, as they do while a real
+inference runs. Inferences start on control ticks (the real worker can start between them).
+What remains different from the ROS path: no DDS transport, no message conversion, no
+synchroniser slop, and the simulator is stepped in lockstep instead of in real time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vla_ros.core.policy import Observation, Policy
+from vla_ros.core.runtime import Runtime
+from vla_ros.core.runtime_types import Command, GoalResult, RuntimeConfig
+
+# sim_robot_node's default sensor rates (vla_ros/tools/sim_robot_node.py), Hz
+CAMERA_RATE_HZ = 15.0
+JOINT_STATE_RATE_HZ = 50.0
+SUCCESS_RATE_HZ = 10.0
+
+
+def sim_robot_runtime_config(spec, **overrides) -> RuntimeConfig:
+    """The RuntimeConfig vla_node builds from config/sim_robot.yaml for the simulated arm.
+
+    Written out here because the simulator may not read the node's parameter table;
+    test/test_sim_executor.py checks it against the YAML through the node's own conversion."""
+    from vla_ros.sim.scene import JOINT_RANGES
+
+    unknown = [name for name in spec.action_names if name not in JOINT_RANGES]
+    if unknown:
+        raise ValueError(f"the simulated arm has no joints {unknown}; it has {list(JOINT_RANGES)}")
+    lower = tuple(float(JOINT_RANGES[name][0]) for name in spec.action_names)
+    upper = tuple(float(JOINT_RANGES[name][1]) for name in spec.action_names)
+    values = dict(
+        control_rate_hz=50.0, interpolation="linear", blend="crossfade", execution="async",
+        refill_margin_s=0.05, starvation_policy="hold_last", max_starved_s=1.0,
+        observation_max_age_s=0.5, stale_grace_s=0.5, goal_timeout_s=30.0, goal_policy="preempt",
+        joint_lower=lower, joint_upper=upper, max_velocity=(3.0,) * len(lower),
+        gripper_index=spec.gripper_index, realtime_priority=False,
+    )  # fmt: skip
+    values.update(overrides)
+    config = RuntimeConfig(**values)
+    config.validate()
+    return config
+
+
+class SimulatedClock:
+    """Seconds that pass only when the loop says so."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class EpisodeOutcome:
+    seed: int
+    instruction: str
+    result: GoalResult
+    success: bool  # the goal completed (the simulator's success detector fired)
+    sim_s: float  # simulated seconds from goal start to its result (GoalResult.duration_s)
+    steps: int  # action periods executed under the goal (GoalResult.steps)
+    inferences: int
+    latency_p50_s: float
+    starved_ticks: int
+    clamped_ticks: int
+    commands: int
+    first_action_s: float | None  # simulated seconds from goal start to the first non-hold command
+    stats: dict = field(repr=False, default_factory=dict)
+
+
+def run_episode(
+    policy: Policy,
+    env,
+    config: RuntimeConfig,
+    seed: int,
+    *,
+    task: str | None = None,
+    time_limit_s: float | None = None,
+    latency: str | float = "measured",
+    extra_latency_s: float = 0.0,
+    start_time: float = 0.0,
+) -> EpisodeOutcome:
+    """One seeded episode: reset the scene, one goal through a fresh Runtime, until its result.
+
+    A fresh Runtime per episode is what eval-ros does to vla_node around each reset (re-arm).
+    ``time_limit_s`` (default: the env's max_steps * action_period) becomes the goal's timeout."""
+    if latency != "measured" and not (isinstance(latency, (int, float)) and latency >= 0):
+        raise ValueError(f"latency must be 'measured' or seconds >= 0, not {latency!r}")
+    _, info = env.reset(seed=seed, task=task) if task else env.reset(seed=seed)
+    limit = env.max_steps * env.action_period if time_limit_s is None else time_limit_s
+    clock = SimulatedClock(start_time)
+    results: list[GoalResult] = []
+    commands: list[Command] = []
+    runtime = Runtime(policy, config, on_command=commands.append, clock=clock, on_result=results.append)
+    worker = runtime.worker
+    period = config.control_period
+    due = {"camera": clock.now, "joints": clock.now, "success": clock.now}
+    periods = {"camera": 1 / CAMERA_RATE_HZ, "joints": 1 / JOINT_STATE_RATE_HZ,
+               "success": 1 / SUCCESS_RATE_HZ}
+
+    def sense() -> None:
+        if clock.now >= due["camera"] - 1e-9:
+            seen = env.observe()
+            runtime.submit_observation(Observation(clock.now, seen["images"], seen["state"]))
+        elif clock.now >= due["joints"] - 1e-9:
+            runtime.set_measured_state(env.joint_state(), clock.now)
+        for key in ("camera", "joints"):
+            if clock.now >= due[key] - 1e-9:
+                due[key] += periods[key]
+
+    sense()
+    decision = runtime.start_goal(info["instruction"], timeout_s=limit)
+    if not decision.accepted:
+        raise RuntimeError(f"episode {seed}: the runtime rejected the goal: {decision.reason}")
+    started = clock.now
+    pending, lands_at = None, 0.0
+    while not results:
+        sense()
+        if pending is not None and clock.now >= lands_at - 1e-9:
+            worker.land(pending, lands_at)
+            pending = None
+        if pending is None:
+            wall = time.perf_counter()
+            pending = worker.begin()
+            if pending is not None:
+                took = time.perf_counter() - wall if latency == "measured" else float(latency)
+                lands_at = clock.now + took + extra_latency_s
+        command = runtime.tick()
+        if results:  # the tick ended the goal (time limit, fault)
+            break
+        if command is not None:
+            env.set_target(np.asarray(command.positions, dtype=np.float32))
+        env.advance(period)
+        clock.now += period
+        if clock.now >= due["success"] - 1e-9:
+            due["success"] += periods["success"]
+            if env.success():
+                runtime.complete_goal()  # by hand, the result is delivered inline
+    result = results[0]
+    first = next((c.stamp for c in commands if c.reason == "action"), None)
+    stats = runtime.stats()
+    runtime.stop()
+    return EpisodeOutcome(
+        seed=seed, instruction=info["instruction"], result=result, success=result.success, steps=result.steps,
+        sim_s=result.duration_s, inferences=stats.get("inferences", 0),
+        latency_p50_s=float(stats.get("latency_p50_s", 0.0)), starved_ticks=stats["starved_ticks"],
+        clamped_ticks=stats["clamped_ticks"], commands=len(commands),
+        first_action_s=None if first is None else first - started, stats=stats,
+    )  # fmt: skip
