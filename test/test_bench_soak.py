@@ -152,3 +152,12 @@ def test_verdict_names_what_grew_besides_rss():
     series = list(range(100))
     assert thin(series, 10)[0] == 0 and thin(series, 10)[-1] == 99 and len(thin(series, 10)) == 10
     assert thin(series[:5], 10) == series[:5]
+
+
+def test_settings_carry_the_interface_and_rearm_choice_into_the_report():
+    from vla_ros.bench.soak import _settings, build_parser
+
+    default = _settings(build_parser().parse_args(["--quick"]))
+    assert default["interface"] == "auto" and default["rearm"] is True
+    chosen = _settings(build_parser().parse_args(["--quick", "--interface", "topic", "--no-rearm"]))
+    assert chosen["interface"] == "topic" and chosen["rearm"] is False

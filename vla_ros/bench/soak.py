@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interface", choices=("auto", "action", "topic"), default="auto",
                    help="how goals reach vla_node: the ExecuteInstruction action (auto, where built) or "
                         "the ~/instruction topic (tells a growth in the action server from one elsewhere)")
+    p.add_argument("--no-rearm", action="store_true",
+                   help="keep vla_node active between episodes (default: deactivate/activate around each "
+                        "sim reset, as eval-ros does); tells a growth per activation from one per goal")
     p.add_argument("--log", default="out/soak/launch.log", help="where the nodes' output goes")
     p.add_argument("--startup-timeout", type=float, default=300.0)
     return p
@@ -251,6 +254,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "warmup_s": args.warmup_s if args.warmup_s is not None else (0.0 if quick else 60.0),
         "sample_s": args.sample_s if args.sample_s is not None else (10.0 if quick else 30.0),
         "timeout_s": args.timeout, "seed": args.seed, "quick": quick, "interface": args.interface,
+        "rearm": not args.no_rearm,
     }
 
 
@@ -271,7 +275,7 @@ def _run_goals(client, soak: Soak, settings: dict, outcomes: dict[str, int]) -> 
     next_sample = 0.0
     while time.monotonic() < end_at or warm_at is None or goals < warm_at + 2:
         seed = settings["seed"] + goals
-        episode = client.reset_episode(seed)
+        episode = client.reset_episode(seed, rearm=settings["rearm"])
         result, _ = client.run_goal(episode["instruction"], settings["timeout_s"], seed=seed)
         goals += 1
         outcomes[result.reason] = outcomes.get(result.reason, 0) + 1

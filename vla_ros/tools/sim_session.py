@@ -320,14 +320,17 @@ class EpisodeClient:
         if not self._call(self.change_state, request, f"vla_node {label}").success:
             raise RuntimeError(f"vla_node refused the lifecycle transition {label}")
 
-    def reset_episode(self, seed: int, task: str = "") -> dict:
-        """Re-arm vla_node around a sim reset to `seed`; returns the episode (instruction, task...)."""
+    def reset_episode(self, seed: int, task: str = "", rearm: bool = True) -> dict:
+        """Re-arm vla_node around a sim reset to `seed`; returns the episode (instruction, task...).
+
+        ``rearm=False`` resets only the sim and leaves vla_node active (its previous goal has ended)."""
         from lifecycle_msgs.msg import Transition
         from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
         from rcl_interfaces.srv import SetParameters
         from std_srvs.srv import Trigger
 
-        self._transition(Transition.TRANSITION_DEACTIVATE, "deactivate")
+        if rearm:
+            self._transition(Transition.TRANSITION_DEACTIVATE, "deactivate")
         request = SetParameters.Request(parameters=[
             Parameter(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER,
                                                         integer_value=seed)),
@@ -342,7 +345,8 @@ class EpisodeClient:
         episode = json.loads(response.message)
         with self._lock:
             self.success = False
-        self._transition(Transition.TRANSITION_ACTIVATE, "activate")
+        if rearm:
+            self._transition(Transition.TRANSITION_ACTIVATE, "activate")
         return episode
 
     # ------------------------------------------------------------------ one goal
