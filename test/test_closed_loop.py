@@ -3,8 +3,9 @@ checkpoint, separate processes, DDS between them); instructions in, the simulate
 
 A handful of seeded episodes; the full figure is `vla_ros eval-ros --episodes 100`. The scenes are
 the first ones (from seed 1000) that the same checkpoint solves without ROS (`vla_ros eval`'s
-closed loop), so the test asks "what the model does offline, it does through ROS": at least 2 of 3
-must succeed through ROS (real-time timing differs from the offline lock-step), and every episode
+closed loop: the same Runtime on a simulated clock), so the test asks "what the model does
+offline, it does through ROS": at least 2 of 3 must succeed through ROS (real-time timing
+differs from the offline lock-step), and every episode
 must end the way a correct stack ends one: "completed" exactly when the simulation saw success,
 otherwise the time limit, never a fault.
 
@@ -36,18 +37,20 @@ TIME_LIMIT_S = 10.0  # the simulation's episode limit (TabletopEnv max_steps * a
 
 
 def _seeds_solved_offline(checkpoint) -> list[int]:
-    """The candidate seeds the checkpoint solves in the non-ROS closed loop."""
-    from vla_ros.models.evaluate import closed_loop
+    """The candidate seeds the checkpoint solves without ROS, through the same executor (the core
+    Runtime on a simulated clock, as `vla_ros eval` runs it)."""
     from vla_ros.models.policy import load_policy
     from vla_ros.sim import TabletopEnv
+    from vla_ros.sim.executor import run_episode, sim_robot_runtime_config
 
     policy = load_policy(checkpoint, threads=1)
     spec = policy.spec
     env = TabletopEnv(image_size=spec.image_size, action_period=spec.action_period, seed=0, max_steps=100)
+    config = sim_robot_runtime_config(spec)
     solved = []
     try:
         for seed in range(FIRST_SEED, FIRST_SEED + CANDIDATES):
-            if closed_loop(policy, env, [seed], max(1, spec.chunk_size // 2))["successes"]:
+            if run_episode(policy, env, config, seed, time_limit_s=TIME_LIMIT_S).success:
                 solved.append(seed)
     finally:
         env.close()
