@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,8 +158,7 @@ def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: 
         "episodes": len(outcomes),
         "mean_steps": float(np.mean([o.steps for o in outcomes])),
         "mean_success_s": float(np.mean([o.sim_s for o in solved])) if solved else float("nan"),
-        "reasons": {r: sum(str(o.result.reason) == r for o in outcomes)
-                    for r in sorted({str(o.result.reason) for o in outcomes})},
+        "reasons": dict(sorted(Counter(str(o.result.reason) for o in outcomes).items())),
         "starved_ticks": int(sum(o.starved_ticks for o in outcomes)),
         "latency_p50_s": float(np.median([o.latency_p50_s for o in outcomes])),
     }

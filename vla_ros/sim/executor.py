@@ -19,7 +19,7 @@ synchroniser slop, and the simulator is stepped in lockstep instead of in real t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,13 +27,13 @@ from vla_ros.core.policy import Observation, Policy
 from vla_ros.core.runtime import Runtime
 from vla_ros.core.runtime_types import Command, GoalResult, RuntimeConfig
 
-# sim_robot_node's default sensor rates (vla_ros/tools/sim_robot_node.py), Hz
+# the simulated robot's sensor rates, Hz (also sim_robot_node's parameter defaults)
 CAMERA_RATE_HZ = 15.0
 JOINT_STATE_RATE_HZ = 50.0
 SUCCESS_RATE_HZ = 10.0
 
 
-def sim_robot_runtime_config(spec, **overrides) -> RuntimeConfig:
+def sim_robot_runtime_config(spec) -> RuntimeConfig:
     """The RuntimeConfig vla_node builds from config/sim_robot.yaml for the simulated arm.
 
     Written out here because the simulator may not read the node's parameter table;
@@ -45,15 +45,13 @@ def sim_robot_runtime_config(spec, **overrides) -> RuntimeConfig:
         raise ValueError(f"the simulated arm has no joints {unknown}; it has {list(JOINT_RANGES)}")
     lower = tuple(float(JOINT_RANGES[name][0]) for name in spec.action_names)
     upper = tuple(float(JOINT_RANGES[name][1]) for name in spec.action_names)
-    values = dict(
+    config = RuntimeConfig(
         control_rate_hz=50.0, interpolation="linear", blend="crossfade", execution="async",
         refill_margin_s=0.05, starvation_policy="hold_last", max_starved_s=1.0,
         observation_max_age_s=0.5, stale_grace_s=0.5, goal_timeout_s=30.0, goal_policy="preempt",
         joint_lower=lower, joint_upper=upper, max_velocity=(3.0,) * len(lower),
         gripper_index=spec.gripper_index, realtime_priority=False,
     )  # fmt: skip
-    values.update(overrides)
-    config = RuntimeConfig(**values)
     config.validate()
     return config
 
@@ -73,16 +71,27 @@ class EpisodeOutcome:
     seed: int
     instruction: str
     result: GoalResult
-    success: bool  # the goal completed (the simulator's success detector fired)
-    sim_s: float  # simulated seconds from goal start to its result (GoalResult.duration_s)
-    steps: int  # action periods executed under the goal (GoalResult.steps)
     inferences: int
     latency_p50_s: float
     starved_ticks: int
     clamped_ticks: int
     commands: int
     first_action_s: float | None  # simulated seconds from goal start to the first non-hold command
-    stats: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        """The goal completed (the simulator's success detector fired)."""
+        return self.result.success
+
+    @property
+    def sim_s(self) -> float:
+        """Simulated seconds from goal start to its result."""
+        return self.result.duration_s
+
+    @property
+    def steps(self) -> int:
+        """Action periods executed under the goal."""
+        return self.result.steps
 
 
 def run_episode(
@@ -91,11 +100,9 @@ def run_episode(
     config: RuntimeConfig,
     seed: int,
     *,
-    task: str | None = None,
     time_limit_s: float | None = None,
     latency: str | float = "measured",
     extra_latency_s: float = 0.0,
-    start_time: float = 0.0,
 ) -> EpisodeOutcome:
     """One seeded episode: reset the scene, one goal through a fresh Runtime, until its result.
 
@@ -103,12 +110,18 @@ def run_episode(
     ``time_limit_s`` (default: the env's max_steps * action_period) becomes the goal's timeout."""
     if latency != "measured" and not (isinstance(latency, (int, float)) and latency >= 0):
         raise ValueError(f"latency must be 'measured' or seconds >= 0, not {latency!r}")
-    _, info = env.reset(seed=seed, task=task) if task else env.reset(seed=seed)
+    _, info = env.reset(seed=seed)
     limit = env.max_steps * env.action_period if time_limit_s is None else time_limit_s
-    clock = SimulatedClock(start_time)
+    clock = SimulatedClock()
     results: list[GoalResult] = []
-    commands: list[Command] = []
-    runtime = Runtime(policy, config, on_command=commands.append, clock=clock, on_result=results.append)
+    sent = {"commands": 0, "first_action": None}
+
+    def on_command(command: Command) -> None:
+        sent["commands"] += 1
+        if sent["first_action"] is None and command.reason == "action":
+            sent["first_action"] = command.stamp
+
+    runtime = Runtime(policy, config, on_command=on_command, clock=clock, on_result=results.append)
     worker = runtime.worker
     period = config.control_period
     due = {"camera": clock.now, "joints": clock.now, "success": clock.now}
@@ -153,14 +166,12 @@ def run_episode(
             due["success"] += periods["success"]
             if env.success():
                 runtime.complete_goal()  # by hand, the result is delivered inline
-    result = results[0]
-    first = next((c.stamp for c in commands if c.reason == "action"), None)
     stats = runtime.stats()
     runtime.stop()
+    first = sent["first_action"]
     return EpisodeOutcome(
-        seed=seed, instruction=info["instruction"], result=result, success=result.success, steps=result.steps,
-        sim_s=result.duration_s, inferences=stats.get("inferences", 0),
-        latency_p50_s=float(stats.get("latency_p50_s", 0.0)), starved_ticks=stats["starved_ticks"],
-        clamped_ticks=stats["clamped_ticks"], commands=len(commands),
-        first_action_s=None if first is None else first - started, stats=stats,
+        seed=seed, instruction=info["instruction"], result=results[0], inferences=stats["inferences"],
+        latency_p50_s=float(stats["latency_p50_s"]), starved_ticks=stats["starved_ticks"],
+        clamped_ticks=stats["clamped_ticks"], commands=sent["commands"],
+        first_action_s=None if first is None else first - started,
     )  # fmt: skip

@@ -182,6 +182,8 @@ def _node_class():
     from std_srvs.srv import Trigger
     from trajectory_msgs.msg import JointTrajectory
 
+    from vla_ros.sim.executor import CAMERA_RATE_HZ, JOINT_STATE_RATE_HZ, SUCCESS_RATE_HZ
+
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -192,9 +194,9 @@ def _node_class():
             self.seed = p("seed", 0).value
             self.task = p("task", "").value
             image_size = list(p("image_size", [64, 64]).value)
-            self.camera_rate_hz = float(p("camera_rate_hz", 15.0).value)
-            self.joint_state_rate_hz = float(p("joint_state_rate_hz", 50.0).value)
-            self.success_rate_hz = float(p("success_rate_hz", 10.0).value)
+            self.camera_rate_hz = float(p("camera_rate_hz", CAMERA_RATE_HZ).value)
+            self.joint_state_rate_hz = float(p("joint_state_rate_hz", JOINT_STATE_RATE_HZ).value)
+            self.success_rate_hz = float(p("success_rate_hz", SUCCESS_RATE_HZ).value)
             self.physics_rate_hz = float(p("physics_rate_hz", 100.0).value)
             self.real_time_factor = float(p("real_time_factor", 1.0).value)
             self.stamp_source = p("stamp_source", "wall").value
