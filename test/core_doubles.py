@@ -1,7 +1,9 @@
-"""Test doubles for the core's tests: a settable clock, an observation feeder thread, a poll helper."""
+"""Test doubles for the core's tests: a settable clock, an observation feeder thread, a poll helper,
+a policy that reports the images it received."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -9,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vla_ros.core.policy import PolicySpec
-from vla_ros.core.scripted_policy import make_observation
+from vla_ros.core.scripted_policy import ScriptedPolicy, make_observation
 
 
 class FakeClock:
@@ -65,3 +67,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll: float
             return True
         time.sleep(poll)
     return bool(predicate())
+
+
+class ImageProbePolicy(ScriptedPolicy):
+    """A ScriptedPolicy that also reports what it saw: a SHA-256 of each camera's image bytes and
+    the state, in ``chunk.info`` (to check that a transport delivers them intact)."""
+
+    def predict_chunk(self, observation, context):
+        chunk = super().predict_chunk(observation, context)
+        chunk.info["images"] = {name: hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
+                                for name, img in observation.images.items()}
+        chunk.info["state"] = np.asarray(observation.state).tolist()
+        return chunk

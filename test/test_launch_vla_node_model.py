@@ -1,6 +1,8 @@
 """launch_testing: vla.launch.py with use_lifecycle:=false and checkpoint:=<a tiny random checkpoint>:
 the node process loads the real model through vla_ros.models.load_policy, runs an instruction from
-~/instruction on synthetic cameras, publishes commands, and exits cleanly when launch stops it."""
+~/instruction on synthetic cameras, publishes commands, and exits cleanly when launch stops it. The
+model runs in the node's policy worker process (the default): killed mid-goal, the goal faults and
+the next goal runs on a restarted worker."""
 
 from __future__ import annotations
 
@@ -136,10 +138,65 @@ class TestVlaNodeWithModel(unittest.TestCase):
             self.assertGreater(statuses[-1]["inference_latency_p50_s"], 0.0)
             self.assertGreater(len(commands), 20)
             self.assertTrue(all(len(c) == 6 and np.all(np.isfinite(c)) for c in commands))
+
+            # The model runs in the node's worker process (policy_process: child, the default): torch
+            # is mapped there, not in the node. Killed mid-goal, the goal faults, the arm holds with
+            # finite commands, and the next goal runs on a restarted worker.
+            node_pid, worker_pid = _node_and_worker(NODE[1:])
+            self.assertNotIn("libtorch", _maps(node_pid))
+            self.assertIn("libtorch", _maps(worker_pid))
+
+            def run_goal_until(reason, during=None):
+                del statuses[:]
+                end, next_try = time.monotonic() + 30.0, 0.0
+                while time.monotonic() < end and not any(s.get("goal_active") for s in statuses):
+                    if time.monotonic() > next_try:  # refused ("model not ready") while the worker restarts
+                        instruction.publish(String(data="pick up the red cube"))
+                        next_try = time.monotonic() + 1.0
+                    executor.spin_once(timeout_sec=0.05)
+                if during is not None:
+                    during()
+                while time.monotonic() < end and (not statuses or statuses[-1]["goal_active"]):
+                    executor.spin_once(timeout_sec=0.05)
+                self.assertEqual(statuses[-1]["last_termination_reason"], reason, statuses[-1:])
+
+            start = len(commands)
+            run_goal_until("fault", during=lambda: os.kill(worker_pid, 9))
+            self.assertTrue(all(np.all(np.isfinite(c)) for c in commands[start:]))
+            run_goal_until("timeout")
+            _, new_worker = _node_and_worker(NODE[1:])
+            self.assertNotEqual(new_worker, worker_pid)
         finally:
             executor.shutdown()
             node.destroy_node()
             rclpy.shutdown(context=context)
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+def _node_and_worker(node_name: str) -> tuple[int, int]:
+    """(vla_node's pid, its policy worker's pid), found in /proc by command line and parent."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if "vla_ros.core.policy_process" not in _cmdline(int(entry)):
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                parent = int(next(line for line in f if line.startswith("PPid:")).split()[1])
+            if f"__node:={node_name}" in _cmdline(parent):
+                return parent, int(entry)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    raise AssertionError(f"no policy worker process whose parent is the node {node_name}")
 
 
 @launch_testing.post_shutdown_test()

@@ -1,10 +1,15 @@
-"""`python -m vla_ros.bench jitter [--quick]`: control-loop period error under an inference load.
+"""`python -m vla_ros.bench jitter [--quick] [--policy-process child|local]`: control-loop period
+error while the model infers.
 
 The runtime's control loop (absolute deadlines, ``time.monotonic``, a short spin before each
-deadline) runs at ``--rate`` Hz with a scripted policy, while a torch load runs in another
-thread (torch limited to cores - 1 threads), side by side with a baseline timer at the same
-rate in the same process: an rclpy timer when rclpy imports, else a plain thread that sleeps
-one period after each callback. Period error = |interval between consecutive ticks - period|.
+deadline) runs at ``--rate`` Hz while the runtime's inference worker runs the default checkpoint's
+model on every frame of a 30 Hz camera thread (refill margin = one chunk: the worker infers again as
+soon as a newer observation exists), side by side with a baseline timer at the same rate in the same
+process: an rclpy timer when rclpy imports, else a plain thread that sleeps one period after each
+callback. ``--policy-process local``: the model runs in the worker thread, in this interpreter
+(its GIL); ``child``: in a worker process (core/policy_process.py), this process only sends
+observations and receives chunks. ``--no-load``: a scripted policy, no model. torch gets
+cores - 1 threads. Period error = |interval between consecutive ticks - period|.
 The last line printed is one JSON object.
 """
 
@@ -20,6 +25,8 @@ import time
 
 import numpy as np
 
+from vla_ros.core.policy import Policy
+from vla_ros.core.policy_process import ChildProcessPolicy
 from vla_ros.core.runtime import Runtime, RuntimeConfig
 from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec, make_observation
 from vla_ros.core.stats import period_errors
@@ -29,43 +36,6 @@ def _ms(values: np.ndarray, q: float | None = None) -> float:
     if len(values) == 0:
         return float("nan")
     return float((np.max(values) if q is None else np.percentile(values, q)) * 1e3)
-
-
-class TorchLoad:
-    """Transformer-encoder forwards in a loop: many small GIL-holding ops and some heavy ones,
-    like a model's inference thread."""
-
-    def __init__(self, threads: int, kind: str = "transformer") -> None:
-        import torch
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.threads = threads
-        self.kind = kind
-        self.iterations = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="torch-load", daemon=True)
-        if kind == "matmul":  # one long GIL-free kernel per call: isolates Python-level GIL use
-            weight = torch.randn(768, 768)
-            self.model = lambda x: x @ weight
-            self.x = torch.randn(768, 768)
-            return
-        layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, batch_first=True)
-        self.model = torch.nn.TransformerEncoder(layer, num_layers=4, enable_nested_tensor=False).eval()
-        self.x = torch.randn(1, 96, 256)
-
-    def _run(self) -> None:
-        with self.torch.inference_mode():
-            while not self._stop.is_set():
-                self.model(self.x)
-                self.iterations += 1
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5.0)
 
 
 class PlainTimerBaseline:
@@ -138,6 +108,17 @@ def make_baseline(rate: float, kind: str):
     return PlainTimerBaseline(rate), ""
 
 
+def make_policy(where: str, no_load: bool, checkpoint: str | None, threads: int) -> Policy:
+    if no_load:
+        return ScriptedPolicy(spec=default_spec(chunk_size=10, action_period=0.1))
+    options = {"checkpoint_dir": checkpoint, "threads": threads}
+    if where == "child":
+        return ChildProcessPolicy("vla_ros.models.policy:load_policy", options)
+    from vla_ros.models.policy import load_policy
+
+    return load_policy(**options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vla_ros.bench jitter", description=__doc__.splitlines()[0]
@@ -146,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=100.0, help="control rate, Hz")
     parser.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
-    parser.add_argument("--no-load", action="store_true", help="run without the torch inference load")
-    parser.add_argument("--load", choices=["transformer", "matmul"], default="transformer", help="load kind")
+    parser.add_argument("--policy-process", choices=["child", "local"], default="child",
+                        help="where the model runs: a worker process, or this one (its GIL)")
+    parser.add_argument("--no-load", action="store_true", help="a scripted policy instead of the model")
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--baseline", choices=["auto", "rclpy", "plain"], default="auto")
     parser.add_argument(
         "--no-realtime", action="store_true", help="do not ask for SCHED_FIFO (asked by default)"
@@ -160,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     torch_threads = max(1, cores - 1)
 
-    policy = ScriptedPolicy(spec=default_spec(chunk_size=10, action_period=0.1))
+    policy = make_policy(args.policy_process, args.no_load, args.checkpoint, torch_threads)
     config = RuntimeConfig(
         control_rate_hz=args.rate,
         spin_s=args.spin_us * 1e-6,
@@ -168,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         gil_switch_interval_s=args.switch_interval_us * 1e-6 if args.switch_interval_us > 0 else None,
         max_starved_s=seconds + 10,
         observation_max_age_s=1.0,
+        refill_margin_s=policy.spec.chunk_duration,  # infer on every new frame: the heaviest load
     )
     commands = [0]
 
@@ -175,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         commands[0] += 1
 
     runtime = Runtime(policy, config, on_command)
-    load = None if args.no_load else TorchLoad(torch_threads, args.load)
     baseline, baseline_note = make_baseline(args.rate, args.baseline)
 
     stop_feed = threading.Event()
@@ -188,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     feeder = threading.Thread(target=feed, name="camera", daemon=True)
     feeder.start()
     time.sleep(0.1)
-    if load is not None:
-        load.start()
     runtime.start()
     baseline.start()
     goal = runtime.start_goal("wave the arm slowly")
@@ -199,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline.stop()
     runtime.stop()
     stop_feed.set()
-    if load is not None:
-        load.stop()
+    policy.close()
 
     period = 1.0 / args.rate
     loop_err = period_errors(loop_times[1:], period)  # the first interval includes thread start-up
@@ -213,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "rate_hz": args.rate,
         "cores": cores,
-        "load": "none" if load is None else f"torch {args.load}, {torch_threads} threads",
-        "load_iterations": 0 if load is None else load.iterations,
+        "policy_process": "none" if args.no_load else args.policy_process,
+        "load": "scripted policy" if args.no_load else f"model on every frame, torch {torch_threads} threads",
+        "inferences": int(runtime_stats.get("inferences", 0)),
+        "torch_in_this_process": "torch" in sys.modules,
         "spin_us": args.spin_us,
         "gil_switch_interval_ms": sys.getswitchinterval() * 1e3,
         "priority": runtime_stats.get("priority", ""),

@@ -1,6 +1,6 @@
 """Benchmark the vla_node: synthetic cameras at 30 Hz + joint states over DDS, a running goal.
 
-    python -m vla_ros.bench node [--quick] [--checkpoint DIR] [--seconds S]
+    python -m vla_ros.bench node [--quick] [--checkpoint DIR] [--seconds S] [--policy-process child|local]
 
 Model: the default checkpoint when it exists, else the "tiny" config with random weights (the
 JSON says which). The camera publisher runs in this process on its own executor thread.
@@ -53,7 +53,14 @@ def _tiny_random_policy(directory: Path):
     return load_policy(directory, threads=1)
 
 
-def _load_policy(checkpoint: str | None, tmp: Path):
+def _load_policy(checkpoint: str | None, tmp: Path, where: str):
+    if where == "child":  # the worker process finds the default checkpoint itself; no torch here
+        from vla_ros.core.policy_process import ChildProcessPolicy
+
+        policy = ChildProcessPolicy("vla_ros.models.policy:load_policy",
+                                    {"checkpoint_dir": checkpoint or None, "threads": 1})
+        name = f"checkpoint {checkpoint}" if checkpoint else "default checkpoint"
+        return policy, f"{name}, in a worker process"
     from vla_ros.models import default_checkpoint, load_policy
 
     if checkpoint:
@@ -83,6 +90,12 @@ class TimedPolicy:
 
     def reset(self):
         self.policy.reset()
+
+    def process_info(self):
+        return self.policy.process_info()
+
+    def close(self):
+        self.policy.close()
 
 
 def camera_main(argv: list[str]) -> None:
@@ -132,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vla_ros.bench node", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 s at 240x320 instead of 30 s at 480x640")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the default one)")
+    parser.add_argument("--policy-process", choices=["child", "local"], default="child",
+                        help="where the model runs: a worker process (the node's default), or this one")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--camera-rate", type=float, default=30.0)
     parser.add_argument("--control-rate", type=float, default=50.0)
@@ -159,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     clock = time.monotonic
     with tempfile.TemporaryDirectory() as tmp:
-        inner, model_name = _load_policy(args.checkpoint, Path(tmp))
+        inner, model_name = _load_policy(args.checkpoint, Path(tmp), args.policy_process)
     policy = TimedPolicy(inner, clock)
     context = Context()
     rclpy.init(context=context)
@@ -257,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         cams.destroy_node()
         rclpy.shutdown(context=context)
+        inner.close()
 
     ticks = np.array([s for s, _ in published])
     pub_at = np.array([p for _, p in published])
@@ -279,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "node",
         "model": model_name,
+        "policy_process": args.policy_process,
         "camera": f"{width}x{height} rgb8 x2 @ {args.camera_rate:g} Hz",
         "control_rate_hz": args.control_rate,
         "seconds": round(t1 - t0, 2),

@@ -31,3 +31,9 @@ class DelayedPolicy(Policy):
 
     def reset(self) -> None:
         self.policy.reset()
+
+    def process_info(self):
+        return self.policy.process_info()
+
+    def close(self) -> None:
+        self.policy.close()

@@ -91,3 +91,12 @@ class Policy(abc.ABC):
 
     def reset(self) -> None:  # noqa: B027 - optional hook, stateless policies need nothing
         """Forget per-episode state (called when a goal starts or ends)."""
+
+    def process_info(self) -> dict[str, Any] | None:
+        """The worker process serving this policy (state, pid, starts, failures), for diagnostics;
+        None when the policy runs in the caller's process."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the policy holds outside this object (a worker process); called by its owner
+        after the inference thread stopped."""

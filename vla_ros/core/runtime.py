@@ -252,6 +252,10 @@ class Runtime:
             return f"{RejectReason.NO_MODEL}: no policy is loaded"
         if self._estop:
             return f"{RejectReason.ESTOP_LATCHED}: release the e-stop first"
+        process = self._policy.process_info()
+        if process is not None and process["state"] != "ready":
+            why = f" after: {process['last_failure']}" if process["last_failure"] else ""
+            return f"{RejectReason.MODEL_NOT_READY}: its worker process is {process['state']}{why}"
         stamp = self._latest_obs_stamp
         if stamp is None:
             return f"{RejectReason.NO_FRESH_OBSERVATION}: none received yet"

@@ -46,6 +46,7 @@ class RejectReason(str, enum.Enum):
     """Why ``start_goal`` refused a goal (``GoalDecision.reason``)."""
 
     NO_MODEL = "no model"
+    MODEL_NOT_READY = "model not ready"  # its worker process is starting, restarting or down
     NO_FRESH_OBSERVATION = "no fresh observation"
     ESTOP_LATCHED = "e-stop latched"
     BUSY = "busy"  # a goal is active and goal_policy == "reject"

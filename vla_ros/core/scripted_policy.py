@@ -56,6 +56,7 @@ class ScriptedPolicy(Policy):
     raise_on: call indices (0-based) of ``predict_chunk`` that raise ``PolicyFault``; or
         ``raise_always=True``.
     hang_on: call indices that block until ``release()`` (or ``hang_always=True``).
+    nan_on / wrong_shape_on: call indices that return a chunk of NaN actions / one action short.
     fn: trajectory t -> actions; default ``sine_trajectory``.
     sleep: how latency is spent (``time.sleep``; ``FakeClock.sleep`` to advance a fake clock).
     Records ``calls`` (predict count), ``instructions`` and ``resets``.
@@ -71,6 +72,8 @@ class ScriptedPolicy(Policy):
         hang_on: tuple[int, ...] = (),
         hang_always: bool = False,
         encode_raises: bool = False,
+        nan_on: tuple[int, ...] = (),
+        wrong_shape_on: tuple[int, ...] = (),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.spec = spec or default_spec()
@@ -81,6 +84,7 @@ class ScriptedPolicy(Policy):
         self.hang_on = set(hang_on)
         self.hang_always = hang_always
         self.encode_raises = encode_raises
+        self.nan_on, self.wrong_shape_on = set(nan_on), set(wrong_shape_on)
         self.sleep = sleep
         self.calls = 0
         self.instructions: list[str] = []
@@ -113,6 +117,10 @@ class ScriptedPolicy(Policy):
         dt = self.spec.action_period
         times = observation.stamp + dt * np.arange(self.spec.chunk_size)
         actions = np.stack([self.fn(t) for t in times]).astype(np.float64)
+        if index in self.nan_on:
+            actions[:] = np.nan
+        if index in self.wrong_shape_on:
+            actions = actions[:, :-1]
         return ActionChunk(t_obs=observation.stamp, actions=actions, dt=dt)
 
     def reset(self) -> None:

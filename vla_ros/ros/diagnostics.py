@@ -118,8 +118,9 @@ def build_statuses(
     skipped: dict[str, int],
     recent_problems: list[str],
     control_rate_hz: float,
+    policy_info: dict[str, Any] | None = None,
 ) -> list[DiagnosticStatus]:
-    """One DiagnosticStatus for inputs and one for the runtime."""
+    """One DiagnosticStatus each for the inputs, the runtime and the policy (its process)."""
     inputs = DiagnosticStatus(name=f"{node_name}: inputs", hardware_id=node_name)
     inputs.values = _kv(
         {f"{name} rate (Hz)": rate for name, rate in rates.items()}
@@ -156,7 +157,25 @@ def build_statuses(
         runtime.level, runtime.message = WARN, "control period p99 above twice the target"
     else:
         runtime.level, runtime.message = OK, fields["state"]
-    return [inputs, runtime]
+    return [inputs, runtime, policy_status(node_name, policy_info)]
+
+
+def policy_status(node_name: str, info: dict[str, Any] | None) -> DiagnosticStatus:
+    """The policy worker process (ChildProcessPolicy.info()); None: the model runs in this process."""
+    status = DiagnosticStatus(name=f"{node_name}: policy", hardware_id=node_name)
+    if info is None:
+        status.level, status.message = OK, "in this process (policy_process: local)"
+        return status
+    status.values = _kv({"process": info["state"], "pid": info["pid"], "starts": info["starts"],
+                         "failures": info["failures"], "failures in a row": info["failures_in_a_row"],
+                         "last failure": info["last_failure"]})
+    if info["state"] == "given up":
+        status.level, status.message = ERROR, f"policy process down for good: {info['last_failure']}"
+    elif info["failures_in_a_row"] > 0:
+        status.level, status.message = WARN, f"policy process restarted after: {info['last_failure']}"
+    else:
+        status.level, status.message = OK, f"policy process {info['state']} (pid {info['pid']})"
+    return status
 
 
 class Diagnostics:
@@ -175,10 +194,8 @@ class Diagnostics:
         if diagnostic_updater is not None:
             self._updater = diagnostic_updater.Updater(node, period=period_s)
             self._updater.setHardwareID(node.get_name())
-            for index in range(2):
-                self._updater.add(
-                    diagnostic_updater.FunctionDiagnosticTask(("inputs", "runtime")[index], self._task(index))
-                )
+            for index, name in enumerate(("inputs", "runtime", "policy")):
+                self._updater.add(diagnostic_updater.FunctionDiagnosticTask(name, self._task(index)))
         else:
             self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self._timer = node.create_timer(period_s, self._publish)

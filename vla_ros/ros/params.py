@@ -33,6 +33,7 @@ GRIPPER_OUTPUTS = (
     "none",
 )
 TRANSPORTS = ("raw", "compressed")
+POLICY_PROCESSES = ("child", "local")
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,35 @@ PARAMS: tuple[Param, ...] = (
         "Test knob: seconds added to every inference (latency-robustness evaluation; 0 = off)",
         "[0, 10]",
         _between(0.0, 10.0),
+    ),
+    Param(
+        "policy_process",
+        "child",
+        "Where the model runs: 'child' = its own process (core/policy_process.py: this process keeps "
+        "no torch and no model GIL, and survives the model), 'local' = an inference thread here",
+        "child or local",
+        _one_of(POLICY_PROCESSES),
+    ),
+    Param(
+        "policy_timeout_s",
+        2.0,
+        "child: a model call unanswered this long is a fault; the worker is killed and restarted",
+        "(0, 600]",
+        _between(0.0, 600.0, lo_open=True),
+    ),
+    Param(
+        "policy_start_timeout_s",
+        120.0,
+        "child: seconds the worker may take to load the model at configure and after a restart",
+        "(0, 3600]",
+        _between(0.0, 3600.0, lo_open=True),
+    ),
+    Param(
+        "policy_max_restarts",
+        3,
+        "child: worker failures in a row (no good chunk between them) before it stays down",
+        "0..100",
+        _between(0, 100),
     ),
     # inputs
     Param(

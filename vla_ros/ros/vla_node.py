@@ -49,12 +49,20 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 
 
 def load_model(config: params.NodeConfig) -> Policy:
-    from vla_ros import models
+    """The node's model: in a worker process (policy_process = child; torch is imported there only)
+    or in this process (local)."""
+    options = {"checkpoint_dir": config.checkpoint_dir or None, "device": config.device,
+               "dtype": config.dtype, "threads": config.torch_threads}
+    if config.policy_process == "child":
+        from vla_ros.core.policy_process import ChildProcessPolicy
 
-    checkpoint = config.checkpoint_dir or models.default_checkpoint()
-    policy = models.load_policy(
-        checkpoint, device=config.device, dtype=config.dtype, threads=config.torch_threads
-    )
+        policy = ChildProcessPolicy(
+            "vla_ros.models.policy:load_policy", options, call_timeout_s=config.policy_timeout_s,
+            start_timeout_s=config.policy_start_timeout_s, max_restarts=config.policy_max_restarts)
+    else:
+        from vla_ros import models
+
+        policy = models.load_policy(**options)
     if config.extra_latency_s > 0:  # latency-robustness evaluation (vla_ros eval-ros --extra-latency-ms)
         from vla_ros.core.delayed_policy import DelayedPolicy
 
@@ -232,6 +240,8 @@ class VlaNode(LifecycleNode):
         if self.output is not None:
             self.output.destroy()
             self.output = None
+        if self.policy is not None and self.policy is not self._injected_policy:
+            self.policy.close()  # ends a policy worker process
         self.policy = None  # frees the model (unless the embedder holds it)
         self.config = None
 
@@ -448,7 +458,12 @@ class VlaNode(LifecycleNode):
             dict(inputs.skipped),
             list(self._problems),
             config.control_rate_hz,
+            self._policy_info(),
         )
+
+    def _policy_info(self) -> dict | None:
+        policy = self.policy
+        return policy.process_info() if policy is not None else None
 
 
 # ---------------------------------------------------------------------------- entry point

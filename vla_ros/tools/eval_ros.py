@@ -2,6 +2,7 @@
 
     vla_ros eval-ros --episodes N [--seed S] [--task any|pick|place] [--json]
                      [--extra-latency-ms X] [--sync] [--checkpoint DIR] [--timeout 10]
+                     [--policy-process child|local]
 
 Starts launch/sim_demo.launch.py once, then per episode: re-arms vla_node around a seeded reset of
 the simulated robot (seeds S, S+1, ...), sends the scene's instruction through the ROS interface,
@@ -12,7 +13,8 @@ mean_episode_time_s, per_episode [...], and the settings.
 
 --extra-latency-ms adds that delay to every inference inside vla_node (its extra_latency_s
 parameter: the stress test of asynchronous chunking); --sync makes vla_node infer only when its
-action buffer is used up (execution:=sync) for comparison.
+action buffer is used up (execution:=sync) for comparison. --policy-process local runs the model
+inside vla_node instead of in its worker process (vla_node's default, policy_process: child).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line: one JSON object with the results")
     p.add_argument("--extra-latency-ms", type=float, default=0.0, help="added to every inference in vla_node")
     p.add_argument("--sync", action="store_true", help="synchronous inference (execution:=sync)")
+    p.add_argument("--policy-process", choices=("child", "local"), default="child",
+                   help="vla_node's policy_process: the model in a worker process (default) or in the node")
     p.add_argument("--checkpoint", default="", help="checkpoint directory (default: the default checkpoint)")
     p.add_argument("--timeout", type=float, default=10.0, help="episode time limit, s (the sim's: 10)")
     p.add_argument("--vla-param", action="append", default=[], metavar="NAME=VALUE",
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.extra_latency_ms > 0:
         overrides["extra_latency_s"] = args.extra_latency_ms / 1000.0
+    overrides.setdefault("policy_process", args.policy_process)
     launch_args = {"checkpoint": checkpoint, "seed": args.seed, "task": args.task,
                    "execution": "sync" if args.sync else "async", "goal_timeout_s": args.timeout,
                    "status_rate_hz": 20.0, "vla_overrides": json.dumps(overrides)}
