@@ -161,3 +161,34 @@ def test_settings_carry_the_interface_and_rearm_choice_into_the_report():
     assert default["interface"] == "auto" and default["rearm"] is True
     chosen = _settings(build_parser().parse_args(["--quick", "--interface", "topic", "--no-rearm"]))
     assert chosen["interface"] == "topic" and chosen["rearm"] is False
+
+
+def test_soak_samples_the_policy_worker_and_a_restart_voids_its_growth(rclpy_context):
+    from core_doubles import wait_until
+
+    from vla_ros.bench.soak import find_worker
+    from vla_ros.core.policy_process import ChildProcessPolicy
+
+    observer = rclpy.create_node("soak_test_worker", context=rclpy_context)
+    policy = ChildProcessPolicy("vla_ros.core.scripted_policy:ScriptedPolicy")
+    try:
+        first = policy.process_info()["pid"]
+        assert find_worker(os.getpid()) == first
+        soak = Soak(os.getpid(), observer, time.monotonic())
+        for goals, mark in ((0, "start"), (1, "after_warmup"), (2, "end")):
+            soak.sample(goals, mark, settle_s=0.0)
+        report = soak.report()
+        assert report["worker_rss_mb_after_warmup"] > 1.0 and report["worker_restarted"] is False
+        assert report["worker_rss_growth_mb"] == round(report["worker_rss_mb_end"]
+                                                       - report["worker_rss_mb_after_warmup"], 2)
+        os.kill(first, 9)  # a restart between the samples: the growth cannot be told
+        with pytest.raises(Exception, match="died during reset"):
+            policy.reset()
+        assert wait_until(lambda: policy.process_info()["state"] == "ready", 10.0)
+        soak.sample(3, "end", settle_s=0.0)
+        report = soak.report()
+        assert report["worker_restarted"] is True and report["worker_rss_growth_mb"] is None
+        assert not report["meets_target"]
+    finally:
+        policy.close()
+        observer.destroy_node()

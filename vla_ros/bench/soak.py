@@ -16,6 +16,10 @@ taken between goals: at start (stack ready, no goal yet), after the warm-up (the
 first minute: allocator pools, caches and lazily created threads fill there), every --sample-s
 seconds, and at the end.
 
+The model's worker process (policy_process: child, the default; found as vla_node's child running
+`python -m vla_ros.core.policy_process`) is sampled too: worker_rss_mb_after_warmup, _end,
+worker_rss_growth_mb (None when it was restarted in between: worker_restarted), and counts in
+meets_target with the same limit.
 Figures: rss_mb_after_warmup, rss_mb_end, rss_growth_mb (end minus after warm-up),
 rss_slope_mb_per_min (least squares over the samples after the warm-up), threads_/fds_start,
 _after_warmup, _end, dds_entities_start/_after_warmup/_end, growing (what other than RSS ended
@@ -97,6 +101,19 @@ def find_process(pgid: int, executable: str) -> int | None:
             args = args[:args.index("--ros-args")]
         if any(os.path.basename(a) == executable for a in args):
             return int(stat.parent.name)
+    return None
+
+
+def find_worker(parent: int) -> int | None:
+    """The policy worker process (python -m vla_ros.core.policy_process) whose parent is `parent`."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"PPid:\t{parent}\n" not in status.read_text():
+                continue
+            if b"vla_ros.core.policy_process" in (status.parent / "cmdline").read_bytes():
+                return int(status.parent.name)
+        except OSError:
+            continue
     return None
 
 
@@ -183,8 +200,14 @@ class Soak:
         time.sleep(settle_s)  # every sample alike: the goal just ended has finished its clean-up
         proc = settled_proc(self.pid)
         tids = thread_ids(self.pid)
+        worker = find_worker(self.pid)
+        try:
+            worker_rss = None if worker is None else round(read_proc(worker).rss_mb, 2)
+        except OSError:
+            worker_rss = None
         entry = {"t_s": round(time.monotonic() - self.t0, 1), "goals": goals,
-                 "rss_mb": round(proc.rss_mb, 2), "threads": proc.threads,
+                 "rss_mb": round(proc.rss_mb, 2), "worker_pid": worker, "worker_rss_mb": worker_rss,
+                 "threads": proc.threads,
                  "threads_lasting": self._lasting(goals, tids), "fds": proc.fds,
                  "dds": settled_dds(self.observer)}
         self.series.append(entry)
@@ -217,11 +240,20 @@ class Soak:
             rss_growth = round(end["rss_mb"] - warm["rss_mb"], 2)
             after = [(e["t_s"], e["rss_mb"]) for e in self.series if e["t_s"] >= warm["t_s"]]
             slope = slope_per_min(after)
+            meets = rss_growth <= TARGET_RSS_GROWTH_MB and not grown
+            if warm["worker_rss_mb"] is not None:  # the model's worker process (policy_process: child)
+                worker_growth = None
+                if end["worker_rss_mb"] is not None and end["worker_pid"] == warm["worker_pid"]:
+                    worker_growth = round(end["worker_rss_mb"] - warm["worker_rss_mb"], 2)
+                out.update(worker_rss_mb_after_warmup=warm["worker_rss_mb"],
+                           worker_rss_mb_end=end["worker_rss_mb"], worker_rss_growth_mb=worker_growth,
+                           worker_restarted=end["worker_pid"] != warm["worker_pid"])
+                meets = meets and worker_growth is not None and worker_growth <= TARGET_RSS_GROWTH_MB
             out.update(rss_growth_mb=rss_growth,
                        rss_slope_mb_per_min=None if slope is None else round(slope, 3),
-                       growing=grown, meets_target=rss_growth <= TARGET_RSS_GROWTH_MB and not grown)
-        out["samples"] = [{k: e[k] for k in ("t_s", "goals", "rss_mb", "threads", "threads_lasting", "fds")}
-                          for e in thin(self.series)]
+                       growing=grown, meets_target=meets)
+        keys = ("t_s", "goals", "rss_mb", "worker_rss_mb", "threads", "threads_lasting", "fds")
+        out["samples"] = [{k: e[k] for k in keys} for e in thin(self.series)]
         return out
 
 
