@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
+import gc
 import math
 import signal
 import sys
@@ -46,6 +48,34 @@ from vla_ros.ros.observation_sync import ObservationInput, no_event_handlers
 from vla_ros.ros.outputs import CommandOutput, GripperMap
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def release_memory() -> int:
+    """Free what a stopped runtime and its inputs leave behind, and hand the freed heap to the OS.
+
+    The runtime's threads and the input subscriptions' callbacks (message_filters chains, guards,
+    the synchronizer's queued messages) form reference cycles: only the cyclic collector frees them,
+    and its full collections are rare in a process holding a model. Image-sized buffers freed that
+    way stay in glibc's arenas; malloc_trim returns those pages. Without both, every deactivate/
+    activate left about 0.5 MB resident (bench soak). Called on deactivate and cleanup, off the
+    control path (the runtime is stopped). Returns the number of objects the collector freed.
+    """
+    freed = gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    return freed
 
 
 def load_model(config: params.NodeConfig) -> Policy:
@@ -196,10 +226,12 @@ class VlaNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_runtime()
+        self._release_memory()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._release()
+        self._release_memory()
         return SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -235,6 +267,12 @@ class VlaNode(LifecycleNode):
                     self.get_logger().warning(
                         "the final hold command was not acknowledged by every subscriber"
                     )
+
+    def _release_memory(self) -> None:
+        started = time.monotonic()
+        freed = release_memory()
+        elapsed_ms = 1e3 * (time.monotonic() - started)
+        self.get_logger().debug(f"released memory: {freed} objects collected in {elapsed_ms:.0f} ms")
 
     def _release(self) -> None:
         if self.output is not None:
