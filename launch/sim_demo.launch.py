@@ -15,7 +15,8 @@ Arguments:
   camera_rate_hz   rate of each simulated camera
   stamp_source     wall or sim (sim also publishes /clock and sets use_sim_time on vla_node)
   log_level        log level of both nodes
-  vla_overrides    extra vla_node parameters as YAML text, e.g. "{extra_latency_s: 0.3}"
+  vla_overrides    extra vla_node parameters as YAML text, e.g. "{extra_latency_s: 0.3}"; with
+                   "{policy_process: remote}" a policy_server node runs the model (three processes)
 """
 
 from __future__ import annotations
@@ -66,7 +67,16 @@ def _nodes(context, *_args, **_kwargs):
         arguments=["--ros-args", "--log-level", value("log_level")],
         sigterm_timeout="10",  # the node holds the arm and stops its threads on SIGINT/SIGTERM
     )
-    return [sim, vla]
+    nodes = [sim, vla]
+    if overrides.get("policy_process") == "remote":  # the model in a third process, over DDS
+        model = ("checkpoint_dir", "device", "dtype", "torch_threads")
+        server = {k: overrides[k] for k in model if k in overrides}
+        nodes.append(Node(
+            package="vla_ros", executable="policy_server", name="policy_server", output="screen",
+            on_exit=Shutdown(reason="policy_server exited"), parameters=[server],
+            arguments=["--ros-args", "--log-level", value("log_level")],
+        ))
+    return nodes
 
 
 def generate_launch_description() -> LaunchDescription:

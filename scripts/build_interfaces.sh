@@ -12,7 +12,7 @@
 #   install/               the install (colcon --symlink-install: sources are symlinked, edits apply
 #                          at once); scripts/env.sh puts it on the runtime paths on Jazzy
 #
-# Rebuilds only when an input changes: action/, msg/, CMakeLists.txt, package.xml,
+# Rebuilds only when an input changes: action/, msg/, srv/, CMakeLists.txt, package.xml,
 # resource/executable*, the list of files under vla_ros/ (a symlink install links files one by
 # one, so a new module needs a new link) or the pinned wheels. A system ROS 2 sourced with its
 # build tools (rclpy importable, ament_cmake on AMENT_PREFIX_PATH, colcon on PATH) builds instead of
@@ -44,7 +44,7 @@ stamp=install/.vla_ros_inputs
 inputs_digest() {
   {
     cat "$requirements" CMakeLists.txt package.xml resource/executables resource/executable.in
-    find action msg -type f -print0 | sort -z | xargs -0 cat
+    find action msg srv -type f -print0 | sort -z | xargs -0 cat
     find vla_ros -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort
     echo "$distro ${system_build:-wheels}"
   } | sha256sum | cut -c1-16

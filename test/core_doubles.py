@@ -71,10 +71,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll: float
 
 class ImageProbePolicy(ScriptedPolicy):
     """A ScriptedPolicy that also reports what it saw: a SHA-256 of each camera's image bytes and
-    the state, in ``chunk.info`` (to check that a transport delivers them intact)."""
+    the state, in ``chunk.info``, and in the actions (column i plus the byte sum of camera i / 1e6,
+    the state added to every row), for transports that carry only actions: a changed pixel or
+    state value changes the chunk."""
 
     def predict_chunk(self, observation, context):
         chunk = super().predict_chunk(observation, context)
+        for i, cam in enumerate(self.spec.cameras):
+            chunk.actions[:, i] += float(np.asarray(observation.images[cam], np.int64).sum()) * 1e-6
+        chunk.actions += np.asarray(observation.state, np.float64)[: chunk.actions.shape[1]]
         chunk.info["images"] = {name: hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
                                 for name, img in observation.images.items()}
         chunk.info["state"] = np.asarray(observation.state).tolist()

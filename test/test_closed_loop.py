@@ -1,5 +1,7 @@
 """The closed loop through ROS 2: launch/sim_demo.launch.py (sim robot + vla_node with the default
-checkpoint, separate processes, DDS between them); instructions in, the simulated task done.
+checkpoint, separate processes, DDS between them); instructions in, the simulated task done. Twice:
+the model in vla_node's worker process (the default), and in a policy_server, a third process
+reached over DDS (policy_process: remote).
 
 A handful of seeded episodes; the full figure is `vla_ros eval-ros --episodes 100`. The scenes are
 the first ones (from seed 1000) that the same checkpoint solves without ROS (`vla_ros eval`'s
@@ -20,6 +22,8 @@ checked, with the expert, by test_closed_loop_expert.py.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import time
@@ -57,20 +61,32 @@ def _seeds_solved_offline(checkpoint) -> list[int]:
     return solved
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    from vla_ros.models import default_checkpoint
+@functools.cache
+def _solved(checkpoint: str) -> tuple[int, ...]:
+    return tuple(_seeds_solved_offline(checkpoint))
 
+
+@pytest.fixture(scope="module", params=["child", "remote"])
+def stack(request, tmp_path_factory):
+    """The stack with the model in vla_node's worker process (child, the default) or in a third
+    process, a policy_server over DDS (remote; needs the generated interfaces)."""
+    from vla_ros.models import default_checkpoint
+    from vla_ros.ros.interface_fields import load_remote_interfaces
+
+    where = request.param
+    if where == "remote" and load_remote_interfaces()[0] is None:
+        pytest.skip(f"policy_process remote needs the generated interfaces: {load_remote_interfaces()[3]}")
     try:
         checkpoint = default_checkpoint()
     except FileNotFoundError as exc:
         pytest.skip(f"needs the default checkpoint ({exc})")
-    solved = _seeds_solved_offline(checkpoint)
+    solved = list(_solved(str(checkpoint)))
     competent = len(solved) >= MIN_OFFLINE_RATE * CANDIDATES
     seeds = solved[:EPISODES] if competent else [FIRST_SEED]
     log = tmp_path_factory.mktemp("closed_loop") / "launch.log"
     sim_stack = SimStack({"checkpoint": checkpoint, "seed": seeds[0], "goal_timeout_s": TIME_LIMIT_S,
-                          "status_rate_hz": 20.0}, log_path=log)
+                          "status_rate_hz": 20.0, "vla_overrides": json.dumps({"policy_process": where})},
+                         log_path=log)
     sim_stack.start()
     rclpy.init()
     client = EpisodeClient("closed_loop_test_client")
@@ -81,7 +97,7 @@ def stack(tmp_path_factory):
         rclpy.shutdown()
         sim_stack.stop()
         pytest.fail(f"stack did not come up; log tail:\n{sim_stack.log_tail()}")
-    yield sim_stack, client, seeds, solved
+    yield sim_stack, client, seeds, solved, where
     client.close()
     rclpy.shutdown()
     rc = sim_stack.stop()
@@ -90,7 +106,7 @@ def stack(tmp_path_factory):
 
 
 def _run(stack) -> list:
-    sim_stack, client, seeds, _ = stack
+    sim_stack, client, seeds = stack[:3]
     results = []
     for seed in seeds:
         episode = client.reset_episode(seed)
@@ -100,6 +116,27 @@ def _run(stack) -> list:
         assert (result.reason == "completed") == result.success, result
         assert result.commands > 0
     return results
+
+
+def test_the_model_runs_outside_vla_node(stack):
+    """child: in vla_node's worker process; remote: in the policy_server process. Either way torch
+    is loaded there and not in vla_node."""
+    from vla_ros.bench.soak import find_process, find_worker
+
+    sim_stack, where = stack[0], stack[4]
+    node = find_process(sim_stack.proc.pid, "vla_node")
+    assert node is not None and "libtorch" not in _maps(node)
+    worker = find_worker(node)
+    if where == "child":
+        assert worker is not None and "libtorch" in _maps(worker)
+    else:
+        server = find_process(sim_stack.proc.pid, "policy_server")
+        assert worker is None and server is not None and "libtorch" in _maps(server)
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
 
 
 def test_model_episodes_end_as_a_correct_stack_ends_them(stack):

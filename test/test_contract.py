@@ -34,12 +34,15 @@ def _interface_file(root: Path, kind: str, name: str) -> Path:
 
 def _parsed_sections(root: Path, kind: str, name: str):
     """{section: rosidl_adapter MessageSpecification} for one interface file."""
-    from rosidl_adapter.parser import parse_action_file, parse_message_file
+    from rosidl_adapter.parser import parse_action_file, parse_message_file, parse_service_file
 
     path = _interface_file(root, kind, name)
     if kind == "action":
         spec = parse_action_file(interface_fields.PACKAGE, str(path))
         return {"goal": spec.goal, "result": spec.result, "feedback": spec.feedback}
+    if kind == "srv":
+        spec = parse_service_file(interface_fields.PACKAGE, str(path))
+        return {"request": spec.request, "response": spec.response}
     return {None: parse_message_file(interface_fields.PACKAGE, str(path))}
 
 
@@ -76,7 +79,7 @@ def test_interface_files_match_the_fields_the_code_uses():
 
 @pytest.mark.ros
 def test_contract_catches_a_renamed_field(tmp_path):
-    for kind in ("action", "msg"):
+    for kind in ("action", "msg", "srv"):
         shutil.copytree(REPO / kind, tmp_path / kind)
     action = tmp_path / "action" / "ExecuteInstruction.action"
     text = action.read_text()
@@ -87,8 +90,10 @@ def test_contract_catches_a_renamed_field(tmp_path):
 
 
 def _idl_type_name(member_type) -> str:
-    from rosidl_parser.definition import BasicType, NamespacedType, UnboundedString
+    from rosidl_parser.definition import BasicType, NamespacedType, UnboundedSequence, UnboundedString
 
+    if isinstance(member_type, UnboundedSequence):
+        return _idl_type_name(member_type.value_type) + "[]"
     if isinstance(member_type, UnboundedString):
         return "string"
     if isinstance(member_type, BasicType):
@@ -102,7 +107,7 @@ def _idl_type_name(member_type) -> str:
 @pytest.mark.parametrize(("kind", "name"), sorted({(k, n) for k, n, _ in interface_fields.INTERFACES}))
 def test_interfaces_convert_to_idl_like_in_a_colcon_build(kind, name, tmp_path):
     """rosidl_adapter .msg/.action -> .idl, then rosidl_parser: what rosidl_generate_interfaces does."""
-    from rosidl_parser.definition import Action, IdlLocator, Message
+    from rosidl_parser.definition import Action, IdlLocator, Message, Service
     from rosidl_parser.parser import parse_idl_file
 
     # In a process of its own, as in a build: empy (the template engine) replaces sys.stdout,
@@ -122,11 +127,15 @@ print(convert_{kind}_to_idl(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), P
     if kind == "action":
         (action,) = content.get_elements_of_type(Action)
         structures = {"goal": action.goal, "result": action.result, "feedback": action.feedback}
+    elif kind == "srv":
+        (service,) = content.get_elements_of_type(Service)
+        structures = {"request": service.request_message, "response": service.response_message}
     else:
         (message,) = content.get_elements_of_type(Message)
         structures = {None: message}
     for section, structure in structures.items():
-        members = {m.name: _idl_type_name(m.type) for m in structure.structure.members}
+        members = {m.name: _idl_type_name(m.type) for m in structure.structure.members
+                   if m.name != "structure_needs_at_least_one_member"}  # IDL's stand-in for an empty part
         assert members == interface_fields.INTERFACES[(kind, name, section)], (kind, name, section)
         constants = {c.name: c.value for c in structure.constants}
         for constant, value in interface_fields.CONSTANTS.get((kind, name, section), {}).items():

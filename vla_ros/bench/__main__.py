@@ -13,6 +13,7 @@ BENCHMARKS = {
     "node": "vla_ros.bench.node",
     "fuzz": "vla_ros.bench.fuzz",
     "soak": "vla_ros.bench.soak",
+    "remote": "vla_ros.bench.remote",
 }
 
 

@@ -127,6 +127,12 @@ class ScriptedPolicy(Policy):
         self.resets += 1
 
 
+def scripted_policy(image_size: int = 64, latency_s: float = 0.0) -> ScriptedPolicy:
+    """A ScriptedPolicy with square images of ``image_size``: the model-free policy a policy_server
+    or a worker process runs to measure its transport (plain arguments: JSON or pickle carry them)."""
+    return ScriptedPolicy(spec=default_spec(image_size=(image_size, image_size)), latency_s=latency_s)
+
+
 def make_observation(spec: PolicySpec, stamp: float, state: np.ndarray | None = None) -> Observation:
     """A black-image observation with the given (default zero) state."""
     h, w = spec.image_size

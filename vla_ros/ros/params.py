@@ -33,7 +33,7 @@ GRIPPER_OUTPUTS = (
     "none",
 )
 TRANSPORTS = ("raw", "compressed")
-POLICY_PROCESSES = ("child", "local")
+POLICY_PROCESSES = ("child", "local", "remote")
 
 
 class ConfigError(ValueError):
@@ -98,21 +98,31 @@ PARAMS: tuple[Param, ...] = (
         "policy_process",
         "child",
         "Where the model runs: 'child' = its own process (core/policy_process.py: this process keeps "
-        "no torch and no model GIL, and survives the model), 'local' = an inference thread here",
-        "child or local",
+        "no torch and no model GIL, and survives the model), 'local' = an inference thread here, "
+        "'remote' = a policy_server node over DDS (see policy_server)",
+        "child, local or remote",
         _one_of(POLICY_PROCESSES),
+    ),
+    Param(
+        "policy_server",
+        "/policy_server",
+        "remote: the policy_server node's fully qualified name (its services and topics are under it)",
+        "an absolute node name",
+        lambda v: v.startswith("/") and len(v) > 1,
     ),
     Param(
         "policy_timeout_s",
         2.0,
-        "child: a model call unanswered this long is a fault; the worker is killed and restarted",
+        "child/remote: a model call unanswered this long is a fault (child: the worker is killed and "
+        "restarted)",
         "(0, 600]",
         _between(0.0, 600.0, lo_open=True),
     ),
     Param(
         "policy_start_timeout_s",
         120.0,
-        "child: seconds the worker may take to load the model at configure and after a restart",
+        "child/remote: seconds the worker may take to load the model (remote: the server to answer) at "
+        "configure and after a restart",
         "(0, 3600]",
         _between(0.0, 3600.0, lo_open=True),
     ),

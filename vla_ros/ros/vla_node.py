@@ -78,9 +78,10 @@ def release_memory() -> int:
     return freed
 
 
-def load_model(config: params.NodeConfig) -> Policy:
-    """The node's model: in a worker process (policy_process = child; torch is imported there only)
-    or in this process (local)."""
+def load_model(config: params.NodeConfig, context=None, client_name: str = "vla_node_policy") -> Policy:
+    """The node's model: in a worker process (policy_process = child; torch is imported there only),
+    in a policy_server reached over DDS (remote: through a node ``client_name`` in ``context``, the
+    node's) or in this process (local)."""
     options = {"checkpoint_dir": config.checkpoint_dir or None, "device": config.device,
                "dtype": config.dtype, "threads": config.torch_threads}
     if config.policy_process == "child":
@@ -89,6 +90,12 @@ def load_model(config: params.NodeConfig) -> Policy:
         policy = ChildProcessPolicy(
             "vla_ros.models.policy:load_policy", options, call_timeout_s=config.policy_timeout_s,
             start_timeout_s=config.policy_start_timeout_s, max_restarts=config.policy_max_restarts)
+    elif config.policy_process == "remote":
+        from vla_ros.ros.remote_policy import RemotePolicy
+
+        policy = RemotePolicy(context, config.policy_server, node_name=client_name,
+                              call_timeout_s=config.policy_timeout_s,
+                              start_timeout_s=config.policy_start_timeout_s)
     else:
         from vla_ros import models
 
@@ -161,7 +168,7 @@ class VlaNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             config = params.read_config(self)
-            policy = self._injected_policy or load_model(config)
+            policy = self._injected_policy or load_model(config, self.context, f"{self.get_name()}_policy")
             params.check_against_model(config, policy.spec)
             if config.trajectory_mode == "buffer" and policy.spec.action_mode != "absolute":
                 raise params.ConfigError(

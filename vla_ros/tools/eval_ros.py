@@ -2,7 +2,7 @@
 
     vla_ros eval-ros --episodes N [--seed S] [--task any|pick|place] [--json]
                      [--extra-latency-ms X] [--sync] [--checkpoint DIR] [--timeout 10]
-                     [--policy-process child|local]
+                     [--policy-process child|local|remote]
 
 Starts launch/sim_demo.launch.py once, then per episode: re-arms vla_node around a seeded reset of
 the simulated robot (seeds S, S+1, ...), sends the scene's instruction through the ROS interface,
@@ -14,7 +14,8 @@ mean_episode_time_s, per_episode [...], and the settings.
 --extra-latency-ms adds that delay to every inference inside vla_node (its extra_latency_s
 parameter: the stress test of asynchronous chunking); --sync makes vla_node infer only when its
 action buffer is used up (execution:=sync) for comparison. --policy-process local runs the model
-inside vla_node instead of in its worker process (vla_node's default, policy_process: child).
+inside vla_node instead of in its worker process (vla_node's default, policy_process: child);
+remote runs it in a policy_server node, a third process reached over DDS.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line: one JSON object with the results")
     p.add_argument("--extra-latency-ms", type=float, default=0.0, help="added to every inference in vla_node")
     p.add_argument("--sync", action="store_true", help="synchronous inference (execution:=sync)")
-    p.add_argument("--policy-process", choices=("child", "local"), default="child",
-                   help="vla_node's policy_process: the model in a worker process (default) or in the node")
+    p.add_argument("--policy-process", choices=("child", "local", "remote"), default="child",
+                   help="vla_node's policy_process: the model in its worker process (default), in the "
+                        "node (local), or in a policy_server over DDS (remote: a third process)")
     p.add_argument("--checkpoint", default="", help="checkpoint directory (default: the default checkpoint)")
     p.add_argument("--timeout", type=float, default=10.0, help="episode time limit, s (the sim's: 10)")
     p.add_argument("--vla-param", action="append", default=[], metavar="NAME=VALUE",

@@ -1,0 +1,140 @@
+"""The policy on a policy_server over DDS (ros/policy_server.py, ros/remote_policy.py): the same chunks
+as in-process with every pixel and state value counted, the server's errors and silence named, and
+a lost server noticed by its liveliness. Needs the generated interfaces (Jazzy build)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
+
+from core_doubles import ImageProbePolicy, wait_until  # noqa: E402
+
+from vla_ros.core.policy import Observation  # noqa: E402
+from vla_ros.core.policy_process import PolicyProcessError  # noqa: E402
+from vla_ros.core.scripted_policy import ScriptedPolicy  # noqa: E402
+from vla_ros.ros.interface_fields import load_remote_interfaces  # noqa: E402
+
+if load_remote_interfaces()[0] is None:
+    pytest.skip(f"no generated interfaces: {load_remote_interfaces()[3]}", allow_module_level=True)
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+
+from vla_ros.ros.policy_server import PolicyServer  # noqa: E402
+from vla_ros.ros.remote_policy import RemotePolicy  # noqa: E402
+
+
+class Server:
+    """A PolicyServer node spun by its own executor thread (in this process; DDS in between)."""
+
+    def __init__(self, context, policy, name="test_policy_server"):
+        self.node = PolicyServer(name, policy=policy, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.node.close()
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+
+
+def observation(spec, stamp, seed):
+    rng = np.random.default_rng(seed)
+    images = {cam: rng.integers(0, 256, (*spec.image_size, 3), dtype=np.uint8) for cam in spec.cameras}
+    return Observation(stamp, images, rng.normal(size=spec.state_dim).astype(np.float32))
+
+
+def test_remote_chunks_equal_local_ones_and_carry_the_servers_timings(rclpy_context):
+    server = Server(rclpy_context, ImageProbePolicy())
+    client = RemotePolicy(rclpy_context, "/test_policy_server", call_timeout_s=5.0, start_timeout_s=20.0)
+    try:
+        local = ImageProbePolicy()
+        assert client.spec == local.spec
+        ctx = client.encode_instruction("pick up the red cube")
+        assert ctx.num_tokens == 5 and not ctx.truncated
+        local_ctx = local.encode_instruction("pick up the red cube")
+        for seed in range(3):
+            obs = observation(client.spec, 1000.0 + 0.1 * seed, seed)
+            chunk = client.predict_chunk(obs, ctx)
+            np.testing.assert_array_equal(chunk.actions, local.predict_chunk(obs, local_ctx).actions)
+            assert chunk.t_obs == obs.stamp and chunk.dt == client.spec.action_period
+            assert chunk.info["server_queue_s"] >= 0 and chunk.info["server_model_s"] > 0
+            assert chunk.info["server_total_s"] >= chunk.info["server_model_s"]
+        assert client.process_info()["state"] == "ready" and server.node.answered == 3
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_a_model_error_on_the_server_is_named_and_the_server_stays(rclpy_context):
+    server = Server(rclpy_context, ScriptedPolicy(raise_on=(0,)))
+    client = RemotePolicy(rclpy_context, "/test_policy_server", call_timeout_s=5.0, start_timeout_s=20.0)
+    try:
+        ctx = client.encode_instruction("go")
+        obs = observation(client.spec, 5.0, 0)
+        with pytest.raises(PolicyProcessError, match="in the policy_server /test_policy_server: "
+                                                     "PolicyFault: ScriptedPolicy told to fail on call 0"):
+            client.predict_chunk(obs, ctx)
+        assert client.predict_chunk(observation(client.spec, 5.1, 1), ctx).actions.shape == (10, 6)
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_a_silent_server_times_out_and_a_lost_one_is_noticed_by_liveliness(rclpy_context):
+    policy = ScriptedPolicy(hang_on=(0,))
+    server = Server(rclpy_context, policy)
+    client = RemotePolicy(rclpy_context, "/test_policy_server", call_timeout_s=0.5, start_timeout_s=20.0)
+    try:
+        ctx = client.encode_instruction("go")
+        with pytest.raises(PolicyProcessError, match="did not answer within 0.5 s"):
+            client.predict_chunk(observation(client.spec, 7.0, 0), ctx)
+        policy.release()
+        server.stop()  # the server goes away: its chunk publisher's liveliness ends
+        assert wait_until(lambda: client.process_info()["state"] == "down", 10.0)
+        started = time.monotonic()
+        with pytest.raises(PolicyProcessError, match="is not alive"):
+            client.predict_chunk(observation(client.spec, 8.0, 1), ctx)
+        assert time.monotonic() - started < 0.5  # refused at once, not after the call deadline
+    finally:
+        client.close()
+
+
+def test_no_server_is_a_clear_start_error(rclpy_context):
+    with pytest.raises(PolicyProcessError, match="no policy_server at /nobody_here within 1 s"):
+        RemotePolicy(rclpy_context, "/nobody_here", start_timeout_s=1.0)
+
+
+def test_a_killed_server_process_is_noticed_by_liveliness_within_its_lease(rclpy_context):
+    """SIGKILL: no goodbye reaches DDS, the match lasts the participant lease (20 s by default);
+    the chunk topic's liveliness lease (LIVELINESS_LEASE_S) is what tells the client."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vla_ros.ros.policy_server", "--ros-args", "-r", "__node:=killed_server",
+         "-p", "policy_factory:=vla_ros.core.scripted_policy:scripted_policy"],
+        env=dict(os.environ), stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        client = RemotePolicy(rclpy_context, "/killed_server", call_timeout_s=5.0, start_timeout_s=30.0)
+        ctx = client.encode_instruction("go")
+        assert client.predict_chunk(observation(client.spec, 9.0, 0), ctx).actions.shape == (10, 6)
+        server.send_signal(signal.SIGKILL)
+        assert wait_until(lambda: client.process_info()["state"] == "down", 10.0)
+        # the liveliness event said so (the DDS match itself may last the participant lease)
+        assert "lost (liveliness)" in client.process_info()["last_failure"]
+    finally:
+        if client is not None:
+            client.close()
+        server.kill()
+        server.wait()

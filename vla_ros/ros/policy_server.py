@@ -1,0 +1,207 @@
+"""policy_server: the model on a GPU host (or any other), served over DDS to vla_node on the robot.
+
+    ros2 run vla_ros policy_server --ros-args -p checkpoint_dir:=/path/ckpt -p device:=cuda
+    ros2 launch vla_ros policy_server.launch.py checkpoint:=/path/ckpt device:=cuda
+
+vla_node with `policy_process: remote` and `policy_server: /policy_server` drives it; the topics,
+services and QoS are in `vla_ros/ros/remote_transport.py`. The server answers every complete
+observation (all cameras and the joint state with one stamp) with one PolicyChunk, newest first: an
+observation that arrives while the model runs replaces any older one still waiting. The
+instruction is encoded once per goal (~/encode_instruction) and its prefix KV cache is used for
+every observation until the next one. A model error on an observation is sent back in the chunk's
+`error` field (the client faults its goal with it); the server stays up.
+
+Threads: one executor thread (services, observation callbacks) and one model thread; a lock makes
+the policy's calls one at a time, as the Policy contract asks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import threading
+import time
+import traceback
+
+import message_filters
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
+
+from vla_ros.core.policy import InstructionContext, Observation, Policy
+from vla_ros.ros import interface_fields, remote_transport
+from vla_ros.ros.image_conversion import image_msg_to_rgb
+
+PARAMETERS = (  # name, default, description
+    ("checkpoint_dir", "", "Model checkpoint directory; empty = the default checkpoint"),
+    ("device", "cpu", "Torch device for inference ('cpu', 'cuda', 'cuda:N')"),
+    ("dtype", "float32", "Inference dtype (float32, float16, bfloat16)"),
+    ("torch_threads", 1, "Torch intra-op threads"),
+    ("policy_factory", "", "Instead of a checkpoint, 'module:callable' returning a Policy (e.g. "
+     "vla_ros.core.scripted_policy:scripted_policy, a model-free policy to measure the transport)"),
+    ("policy_factory_args", "{}", "Keyword arguments of policy_factory, as a JSON object"),
+)
+
+
+class PolicyServer(Node):
+    """Serves ``policy`` (or the model its parameters name) under this node's name."""
+
+    def __init__(self, node_name: str = "policy_server", *, policy: Policy | None = None, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, default, description in PARAMETERS:
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        chunk_type, encode_type, describe_type, why = interface_fields.load_remote_interfaces()
+        if chunk_type is None:
+            raise RuntimeError(f"policy_server needs this package's generated interfaces: {why}")
+        self._chunk_type = chunk_type
+        self.policy = policy or self._load()
+        spec = self.policy.spec
+        self._lock = threading.Lock()  # one policy call at a time
+        self._context: InstructionContext | None = None
+        self._pending: tuple | None = None  # (Observation, its header stamp, completed at)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.answered = 0
+        self._chunk_pub = self.create_publisher(chunk_type, "~/chunk", remote_transport.CHUNK_QOS)
+        self.create_service(describe_type, "~/describe",
+                            lambda _req, resp: remote_transport.describe(resp, spec))
+        self.create_service(encode_type, "~/encode_instruction", self._on_encode)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        base = f"{self.get_fully_qualified_name()}"
+        subs = [message_filters.Subscriber(self, Image, remote_transport.observation_topic(base, cam),
+                                           qos_profile=remote_transport.OBSERVATION_QOS)
+                for cam in spec.cameras]
+        subs.append(message_filters.Subscriber(self, JointState,
+                                               remote_transport.observation_topic(base, "joint_states"),
+                                               qos_profile=remote_transport.OBSERVATION_QOS))
+        self._sync = message_filters.TimeSynchronizer(subs, queue_size=4)
+        self._sync.registerCallback(self._on_observation)
+        self._thread = threading.Thread(target=self._run, name="policy_server-model", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"serving {len(spec.action_names)} actions x {spec.chunk_size} every {spec.action_period:g} s "
+            f"from cameras {list(spec.cameras)} at {spec.image_size[1]}x{spec.image_size[0]}")
+
+    def _load(self) -> Policy:
+        value = lambda name: self.get_parameter(name).value  # noqa: E731
+        if value("policy_factory"):
+            module, _, attr = value("policy_factory").partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+            return factory(**json.loads(value("policy_factory_args") or "{}"))
+        from vla_ros.models import load_policy
+
+        return load_policy(value("checkpoint_dir") or None, device=value("device"), dtype=value("dtype"),
+                           threads=int(value("torch_threads")))
+
+    # ------------------------------------------------------------------------ services
+    def _on_encode(self, request, response):
+        try:
+            with self._lock:
+                self.policy.reset()
+                context = self.policy.encode_instruction(request.instruction)
+                self._context, self._pending = context, None
+        except Exception as exc:
+            return interface_fields.fill(response, interface_fields.ENCODE_RESPONSE, success=False,
+                                         message=f"{type(exc).__name__}: {exc}")
+        return interface_fields.fill(response, interface_fields.ENCODE_RESPONSE, success=True,
+                                     num_tokens=context.num_tokens, truncated=context.truncated,
+                                     dropped_tokens=context.dropped_tokens)
+
+    def _on_reset(self, _request, response):
+        try:
+            with self._lock:
+                self.policy.reset()
+        except Exception as exc:
+            response.success, response.message = False, f"{type(exc).__name__}: {exc}"
+            return response
+        response.success = True
+        return response
+
+    # ------------------------------------------------------------------------ observations
+    def _on_observation(self, *msgs) -> None:
+        completed = time.monotonic()
+        spec = self.policy.spec
+        stamp = msgs[-1].header.stamp
+        try:
+            images = {cam: image_msg_to_rgb(msg) for cam, msg in zip(spec.cameras, msgs[:-1], strict=True)}
+            state = remote_transport.state_from(msgs[-1], spec.state_names)
+        except ValueError as exc:
+            self._answer(stamp, error=f"bad observation: {exc}")
+            return
+        obs = Observation(stamp=stamp.sec + stamp.nanosec * 1e-9, images=images, state=state)
+        self._pending = (obs, stamp, completed)  # the stamp message is echoed exactly
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._wake.wait(0.1):
+                continue
+            self._wake.clear()
+            pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            obs, stamp, completed = pending
+            started = time.monotonic()
+            try:
+                with self._lock:
+                    if self._context is None:
+                        raise RuntimeError("no instruction encoded yet (call ~/encode_instruction first)")
+                    chunk = self.policy.predict_chunk(obs, self._context)
+                actions = np.asarray(chunk.actions, dtype=np.float64)
+            except Exception as exc:
+                self.get_logger().warning(f"model failed: {type(exc).__name__}: {exc}\n"
+                                          f"{traceback.format_exc()}")
+                self._answer(stamp, error=f"{type(exc).__name__}: {exc}")
+                continue
+            self._answer(stamp, actions=actions, dt=chunk.dt, queue_s=started - completed,
+                         model_s=time.monotonic() - started, completed=completed)
+
+    def _answer(self, stamp, *, error: str = "", actions: np.ndarray | None = None, dt: float = 0.0,
+                queue_s: float = 0.0, model_s: float = 0.0, completed: float | None = None) -> None:
+        msg = self._chunk_type()
+        msg.header.stamp = stamp
+        values = dict(action_names=self.policy.spec.action_names, dt=dt, queue_s=queue_s, model_s=model_s,
+                      error=error, actions=[] if actions is None else actions.reshape(-1))
+        values["total_s"] = 0.0 if completed is None else time.monotonic() - completed
+        interface_fields.fill(msg, interface_fields.POLICY_CHUNK, **values)
+        self._chunk_pub.publish(msg)
+        self.answered += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    rclpy.init(args=argv)
+    try:
+        node = PolicyServer()
+    except Exception as exc:
+        print(f"policy_server: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    # Single-threaded: every callback is short (the model runs in its own thread), and rclpy's
+    # MultiThreadedExecutor added 70 ms p50 / 740 ms p99 to an idle ping-pong here (0.9 / 1.8 ms).
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

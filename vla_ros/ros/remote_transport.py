@@ -1,0 +1,98 @@
+"""What crosses between vla_node (policy_process: remote) and a policy_server, in one place.
+
+Names, relative to the server node (default /policy_server):
+  ~/describe            vla_ros/srv/DescribePolicy     the model's PolicySpec
+  ~/encode_instruction  vla_ros/srv/EncodeInstruction  once per goal; the prefix KV cache stays there
+  ~/reset               std_srvs/srv/Trigger           Policy.reset
+  ~/observation/<cam>   sensor_msgs/Image (rgb8)       one per camera, at the model's image size
+  ~/observation/joint_states  sensor_msgs/JointState   the state, in the model's state order
+  ~/chunk               vla_ros/msg/PolicyChunk        the answer, stamped with the observation's stamp
+
+One observation = one message on each observation topic, all with the same header stamp (the
+server pairs them with message_filters' exact-time synchronizer). Images are resized to the
+model's input on the robot side, so a 64x64 camera costs 12 kB per frame whatever the camera's
+resolution.
+
+QoS (``OBSERVATION_QOS``, ``CHUNK_QOS``): reliable, keep last 1: only the newest observation
+matters and a lost one would cost a whole call deadline, while a reliable depth-1 writer never
+queues old frames behind new ones. The chunk publisher asserts liveliness automatically with a
+lease of ``LIVELINESS_LEASE_S``: a server that dies or loses the network is noticed by the client
+within that lease (about one chunk period of the default model), without a call in flight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rclpy.duration import Duration
+from rclpy.qos import LivelinessPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+
+from vla_ros.core.policy import PolicySpec
+from vla_ros.ros.interface_fields import DESCRIBE_RESPONSE, fill, read
+
+LIVELINESS_LEASE_S = 1.0
+OBSERVATION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+CHUNK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       liveliness=LivelinessPolicy.AUTOMATIC,
+                       liveliness_lease_duration=Duration(seconds=LIVELINESS_LEASE_S))
+
+
+def observation_topic(server: str, name: str) -> str:
+    return f"{server}/observation/{name}"
+
+
+def stamp_to_msg(seconds: float):
+    """Seconds (the client's runtime clock, echoed back unchanged) -> builtin_interfaces/Time."""
+    from builtin_interfaces.msg import Time
+
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def stamp_of(msg) -> int:
+    """A header stamp as integer nanoseconds (exact: the key that pairs a chunk with its request)."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def image_msg(rgb: np.ndarray, stamp) -> Image:
+    height, width = rgb.shape[:2]
+    msg = Image(height=height, width=width, encoding="rgb8", step=width * 3,
+                data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+    msg.header.stamp = stamp
+    return msg
+
+
+def joint_state_msg(names: tuple[str, ...], state: np.ndarray, stamp) -> JointState:
+    msg = JointState(name=list(names), position=[float(v) for v in state])
+    msg.header.stamp = stamp
+    return msg
+
+
+def state_from(msg: JointState, names: tuple[str, ...]) -> np.ndarray:
+    """The state in ``names`` order; raises ValueError naming what is missing."""
+    index = {name: i for i, name in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing or len(msg.position) != len(msg.name):
+        raise ValueError(f"joint_states lacks {missing} or has {len(msg.position)} positions for "
+                         f"{len(msg.name)} names")
+    return np.array([msg.position[index[n]] for n in names], dtype=np.float32)
+
+
+def describe(response, spec: PolicySpec):
+    """Fill a DescribePolicy response from a PolicySpec."""
+    return fill(response, DESCRIBE_RESPONSE, action_names=spec.action_names, state_names=spec.state_names,
+                chunk_size=spec.chunk_size, action_period=spec.action_period, cameras=spec.cameras,
+                image_height=spec.image_size[0], image_width=spec.image_size[1],
+                action_mode=spec.action_mode,
+                gripper_index=-1 if spec.gripper_index is None else spec.gripper_index)
+
+
+def spec_from(response) -> PolicySpec:
+    fields = read(response, DESCRIBE_RESPONSE)
+    return PolicySpec(
+        action_names=tuple(fields["action_names"]), state_names=tuple(fields["state_names"]),
+        chunk_size=int(fields["chunk_size"]), action_period=float(fields["action_period"]),
+        cameras=tuple(fields["cameras"]),
+        image_size=(int(fields["image_height"]), int(fields["image_width"])),
+        action_mode=fields["action_mode"],
+        gripper_index=None if fields["gripper_index"] < 0 else int(fields["gripper_index"]))
