@@ -138,3 +138,15 @@ def test_a_killed_server_process_is_noticed_by_liveliness_within_its_lease(rclpy
             client.close()
         server.kill()
         server.wait()
+
+
+def test_diagnostics_name_the_server_and_why_it_is_down():
+    from vla_ros.ros.diagnostics import ERROR, OK, policy_status
+
+    info = {"state": "ready", "pid": 0, "starts": 1, "failures": 0, "failures_in_a_row": 0,
+            "last_failure": "", "server": "/gpu_host/policy_server"}
+    ready = policy_status("vla_node", info)
+    assert ready.level == OK and ready.message == "policy_server /gpu_host/policy_server ready"
+    lost = "policy_server /gpu_host/policy_server lost (liveliness)"
+    down = policy_status("vla_node", {**info, "state": "down", "last_failure": lost})
+    assert down.level == ERROR and "lost (liveliness)" in down.message

@@ -161,7 +161,7 @@ def build_statuses(
 
 
 def policy_status(node_name: str, info: dict[str, Any] | None) -> DiagnosticStatus:
-    """The policy worker process (ChildProcessPolicy.info()); None: the model runs in this process."""
+    """The policy's process (ChildProcessPolicy / RemotePolicy .process_info()); None: this process."""
     status = DiagnosticStatus(name=f"{node_name}: policy", hardware_id=node_name)
     if info is None:
         status.level, status.message = OK, "in this process (policy_process: local)"
@@ -169,10 +169,15 @@ def policy_status(node_name: str, info: dict[str, Any] | None) -> DiagnosticStat
     status.values = _kv({"process": info["state"], "pid": info["pid"], "starts": info["starts"],
                          "failures": info["failures"], "failures in a row": info["failures_in_a_row"],
                          "last failure": info["last_failure"]})
-    if info["state"] == "given up":
+    if "server" in info and info["state"] != "ready":
+        why = info["last_failure"] or "not matched"
+        status.level, status.message = ERROR, f"policy_server {info['server']} {info['state']}: {why}"
+    elif info["state"] == "given up":
         status.level, status.message = ERROR, f"policy process down for good: {info['last_failure']}"
     elif info["failures_in_a_row"] > 0:
         status.level, status.message = WARN, f"policy process restarted after: {info['last_failure']}"
+    elif "server" in info:  # policy_process: remote
+        status.level, status.message = OK, f"policy_server {info['server']} {info['state']}"
     else:
         status.level, status.message = OK, f"policy process {info['state']} (pid {info['pid']})"
     return status
