@@ -139,7 +139,6 @@ class ChildProcessPolicy(Policy):
         self._lock = threading.Lock()  # guards _worker and _closed against close() from another thread
         self._worker: _Worker | None = None
         self._closed = False
-        self._generation = 0
         self._seq = 0
         self._next_context = 0
         self.starts = 0
@@ -232,9 +231,8 @@ class ChildProcessPolicy(Policy):
                                     pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
         finally:
             child_conn.close()
-        self._generation += 1
         self.starts += 1
-        worker = _Worker(proc, parent_conn, self._generation)
+        worker = _Worker(proc, parent_conn, generation=self.starts)
         parent_conn.send(("load", self.factory, self.kwargs, list(sys.path)))
         threading.Thread(target=worker.await_start, args=(self.start_timeout_s,), daemon=True,
                          name="vla_ros-policy-start").start()

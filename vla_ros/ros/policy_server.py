@@ -101,8 +101,7 @@ class PolicyServer(Node):
     # ------------------------------------------------------------------------ services
     def _on_encode(self, request, response):
         try:
-            with self._lock:
-                self.policy.reset()
+            with self._lock:  # (the client resets through ~/reset at each goal start)
                 context = self.policy.encode_instruction(request.instruction)
                 self._context, self._pending = context, None
         except Exception as exc:

@@ -50,7 +50,6 @@ class RemotePolicy(Policy):
         self._reply = None
         self._replied = threading.Event()
         self._lost = False  # the chunk publisher's liveliness ended (alive again when it returns)
-        self.round_trips = 0
         self.failures = 0
         self.last_failure = ""
         self._closed = False
@@ -73,7 +72,7 @@ class RemotePolicy(Policy):
             self._chunk_topic = f"{self.server}/chunk"
             node.create_subscription(chunk_type, self._chunk_topic, self._on_chunk,
                                      remote_transport.CHUNK_QOS, event_callbacks=events)
-            if not wait_matched(self, start_timeout_s):
+            if not self._wait_matched(start_timeout_s):
                 raise PolicyProcessError(f"policy_server {self.server} answers describe but its topics "
                                          f"were not matched within {start_timeout_s:g} s")
         except BaseException:
@@ -116,7 +115,6 @@ class RemotePolicy(Policy):
             raise PolicyProcessError(f"in the policy_server {self.server}: {fields['error']}")
         names = tuple(fields["action_names"])
         actions = np.asarray(fields["actions"], dtype=np.float64).reshape(-1, max(len(names), 1))
-        self.round_trips += 1
         info = {"server_queue_s": fields["queue_s"], "server_model_s": fields["model_s"],
                 "server_total_s": fields["total_s"]}
         return ActionChunk(t_obs=observation.stamp, actions=actions, dt=fields["dt"], info=info)
@@ -152,6 +150,18 @@ class RemotePolicy(Policy):
             self._fail(f"policy_server {self.server} did not answer {what} within {timeout_s:g} s")
         return future.result()
 
+    def _wait_matched(self, timeout_s: float) -> bool:
+        """Until the server's chunk publisher and its observation subscriptions are matched (discovery
+        takes a moment after describe answered; an observation sent before would be lost)."""
+        def matched() -> bool:
+            pubs = [*self._image_pubs.values(), self._state_pub]
+            return self.alive() and all(pub.get_subscription_count() > 0 for pub in pubs)
+
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not matched():
+            time.sleep(0.02)
+        return matched()
+
     def _on_chunk(self, msg) -> None:
         with self._lock:
             if self._waiting_for is not None and remote_transport.stamp_of(msg) == self._waiting_for:
@@ -186,16 +196,3 @@ def _liveliness_callbacks(callback):
     except ImportError:
         from rclpy.qos_event import SubscriptionEventCallbacks  # Humble
     return SubscriptionEventCallbacks(liveliness=callback)
-
-
-def wait_matched(policy: RemotePolicy, timeout_s: float) -> bool:
-    """Until the server's chunk publisher and its observation subscriptions are matched (discovery
-    takes a moment after describe answered; an observation sent before would be lost)."""
-    def matched() -> bool:
-        pubs = [*policy._image_pubs.values(), policy._state_pub]
-        return policy.alive() and all(pub.get_subscription_count() > 0 for pub in pubs)
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end and not matched():
-        time.sleep(0.02)
-    return matched()
