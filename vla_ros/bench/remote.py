@@ -9,7 +9,8 @@ one run:
 Added latency = round trip (observation sent -> chunk received) minus the time the policy itself
 took (remote: the server's model_s; child: the same policy called in this process, median).
 bytes_per_observation: the serialized sizes of what goes over DDS for one observation (two Image
-messages and one JointState). Target: remote adds <= 3 ms p99 at 224x224. Last line: one JSON object.
+messages and one JointState). Both ends spin ros/executors.py's executor (rclpy's EventsExecutor
+where it exists). Target: remote adds <= 3 ms p99 at 224x224. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures = measure(remote, calls, warmup, lambda chunk: chunk.info["server_model_s"])
                 obs = _observation(remote.spec, 1.0, np.random.default_rng(1))
                 figures["bytes_per_observation"] = bytes_per_observation(remote.spec, obs)
+                result["executor"] = remote.executor_name  # the server spins the same kind
                 result[f"remote_{key}"] = figures
             finally:
                 if remote is not None:

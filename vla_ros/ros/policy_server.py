@@ -11,8 +11,8 @@ instruction is encoded once per goal (~/encode_instruction) and its prefix KV ca
 every observation until the next one. A model error on an observation is sent back in the chunk's
 `error` field (the client faults its goal with it); the server stays up.
 
-Threads: one executor thread (services, observation callbacks) and one model thread; a lock makes
-the policy's calls one at a time, as the Policy contract asks.
+Threads: one executor thread (services, observation callbacks; ros/executors.py) and one model
+thread; a lock makes the policy's calls one at a time, as the Policy contract asks.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import message_filters
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from vla_ros.core.policy import InstructionContext, Observation, Policy
 from vla_ros.ros import interface_fields, remote_transport
+from vla_ros.ros.executors import low_latency_executor
 from vla_ros.ros.image_conversion import image_msg_to_rgb
 
 PARAMETERS = (  # name, default, description
@@ -186,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"policy_server: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    # Single-threaded: every callback is short (the model runs in its own thread), and rclpy's
-    # MultiThreadedExecutor added 70 ms p50 / 740 ms p99 to an idle ping-pong here (0.9 / 1.8 ms).
-    executor = SingleThreadedExecutor()
+    # One callback at a time: every callback is short (the model runs in its own thread), and
+    # rclpy's MultiThreadedExecutor added 70 ms p50 / 740 ms p99 to an idle ping-pong here.
+    executor, executor_name = low_latency_executor()
+    node.get_logger().info(f"spinning a {executor_name}")
     executor.add_node(node)
     try:
         executor.spin()

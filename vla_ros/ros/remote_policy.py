@@ -1,9 +1,9 @@
 """``RemotePolicy``: a ``Policy`` whose model runs in a policy_server node, reached over DDS.
 
 vla_node uses it with ``policy_process: remote``. It owns a small node of its own (``<vla_node>_policy``)
-spun by its own executor thread, so the calls below can wait for their answers from the inference
-thread, or from vla_node's configure, without depending on vla_node's executor. What crosses and
-with which QoS: ``vla_ros/ros/remote_transport.py``.
+spun by its own executor thread (``ros/executors.py``), so the calls below can wait for their answers
+from the inference thread, or from vla_node's configure, without depending on vla_node's executor.
+What crosses and with which QoS: ``vla_ros/ros/remote_transport.py``.
 
 Failures, reported as ``PolicyProcessError`` (the inference worker faults the goal; the arm holds):
 no server within the start timeout; no answer within ``call_timeout_s``; the server's liveliness
@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
 from vla_ros.core.policy_process import PolicyProcessError
 from vla_ros.ros import interface_fields, remote_transport
+from vla_ros.ros.executors import low_latency_executor
 
 
 class RemotePolicy(Policy):
@@ -41,7 +41,7 @@ class RemotePolicy(Policy):
         self.server = server.rstrip("/") or "/policy_server"
         self.call_timeout_s = float(call_timeout_s)
         self._node = rclpy.create_node(node_name, context=context)
-        self._executor = SingleThreadedExecutor(context=context)
+        self._executor, self.executor_name = low_latency_executor(context)
         self._executor.add_node(self._node)
         self._thread = threading.Thread(target=self._spin, name="vla_ros-remote-policy", daemon=True)
         self._thread.start()
