@@ -9,7 +9,9 @@ process: an rclpy timer when rclpy imports, else a plain thread that sleeps one 
 callback. ``--policy-process local``: the model runs in the worker thread, in this interpreter
 (its GIL); ``child``: in a worker process (core/policy_process.py), this process only sends
 observations and receives chunks. ``--no-load``: a scripted policy, no model. torch gets
-cores - 1 threads. Period error = |interval between consecutive ticks - period|.
+cores - 1 threads. Period error = |interval between consecutive ticks - period|. The floor: the
+same deadline loop alone in a single-threaded process at the same time (what the machine allows,
+without any GIL to share; on a VM its preemptions show there too).
 The last line printed is one JSON object.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -108,6 +111,29 @@ def make_baseline(rate: float, kind: str):
     return PlainTimerBaseline(rate), ""
 
 
+def floor_probe(seconds: float, rate: float, spin_s: float, realtime: bool) -> None:
+    """The machine's own floor: the same deadline loop alone in a fresh single-threaded process
+    (no GIL to share), run alongside the measurement; prints its period errors as JSON."""
+    from vla_ros.core.clock import sleep_until, try_realtime_priority
+
+    if realtime:
+        try_realtime_priority()
+    period, times = 1.0 / rate, []
+    deadline = time.monotonic() + period
+    end = deadline + seconds
+    while deadline < end:
+        sleep_until(deadline, spin_s)
+        times.append(time.monotonic())
+        deadline += period
+    print(json.dumps(period_errors(np.asarray(times), period).tolist()))
+
+
+def start_floor_probe(seconds: float, rate: float, spin_s: float, realtime: bool):
+    code = (f"from vla_ros.bench.jitter import floor_probe; "
+            f"floor_probe({seconds!r}, {rate!r}, {spin_s!r}, {realtime!r})")
+    return subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], stdout=subprocess.PIPE, text=True)
+
+
 def make_policy(where: str, no_load: bool, checkpoint: str | None, threads: int) -> Policy:
     if no_load:
         return ScriptedPolicy(spec=default_spec(chunk_size=10, action_period=0.1))
@@ -136,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-realtime", action="store_true", help="do not ask for SCHED_FIFO (asked by default)"
     )
     parser.add_argument(
-        "--switch-interval-us", type=float, default=500.0, help="GIL switch interval; 0 keeps Python's 5 ms"
+        "--switch-interval-us", type=float, default=RuntimeConfig.gil_switch_interval_s * 1e6,
+        help="GIL switch interval (default: the runtime's); 0 keeps Python's 5 ms"
     )
     args = parser.parse_args(argv)
     seconds = 8.0 if args.quick else args.seconds
@@ -174,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.start()
     baseline.start()
     goal = runtime.start_goal("wave the arm slowly")
+    floor = start_floor_probe(seconds - 1.0, args.rate, args.spin_us * 1e-6, not args.no_realtime)
     time.sleep(seconds)
     runtime_stats = runtime.stats()
     loop_times = runtime.loop.tick_times()
@@ -182,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_feed.set()
     policy.close()
 
+    floor_err = np.asarray(json.loads(floor.communicate(timeout=30)[0] or "[]"))
     period = 1.0 / args.rate
     loop_err = period_errors(loop_times[1:], period)  # the first interval includes thread start-up
     base_times = np.asarray(baseline.times[1:])
@@ -217,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_max_ms": _ms(base_err),
         "baseline_missed_ticks": base_missed,
         "p99_ratio": loop_p99 / base_p99 if base_p99 > 0 else float("nan"),
+        "floor_p99_ms": _ms(floor_err, 99),
+        "floor_max_ms": _ms(floor_err),
         "target_loop_p99_ms": 0.25,
         "target_ratio": 1 / 8,
     }
@@ -228,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline {baseline.name}: p50 {result['baseline_p50_ms']:.3f} ms, p99 {base_p99:.3f} ms, "
         f"max {result['baseline_max_ms']:.3f} ms; p99 ratio {result['p99_ratio']:.3f}"
     )
+    print(f"floor (the same loop alone in a single-threaded process, same run): "
+          f"p99 {result['floor_p99_ms']:.3f} ms, max {result['floor_max_ms']:.3f} ms")
     print(json.dumps(result))
     return 0
 
