@@ -4,7 +4,7 @@
 #   make test         ruff + the whole pytest suite, in the ROS environment of scripts/env.sh
 #   make test-ros     only the tests marked `ros` (rclpy, DDS, launch)
 #   make demo         the closed-loop demo (vla_ros demo)
-#   make checkpoint   train the default model checkpoint
+#   make checkpoint   train the default model checkpoint (checkpoint-flow: the flow-head one)
 # ROS_DISTRO=humble make test   (or make test ROS_DISTRO=humble) uses the Humble runtime of the
 # wheel instead of Jazzy. PYTEST_ARGS="-k name" passes arguments to pytest.
 
@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STAMPS := .stamps
 
-.PHONY: help venv interfaces test test-ros lint demo checkpoint clean
+.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow clean
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -51,16 +51,31 @@ demo: venv interfaces
 # plus 2000 with DART noise injection, then behaviour cloning of the `tiny` config, 10066 steps of
 # batch 128 on 2 threads (~65 min here; the step count is what `--max-seconds 3900` chose on this
 # machine, fixed here so the run reproduces). TRAIN_ARGS="--device cuda" trains on a GPU.
-# The recipe behind checkpoints/tiny (also recorded in checkpoints/tiny/training.json).
+# The recipe behind checkpoints/tiny (also recorded in checkpoints/tiny/training.json);
+# `make checkpoint-flow` trains the same recipe with the flow-matching head (checkpoints/tiny_flow).
 CHECKPOINT_EPISODES ?= 2000
 TRAIN_ARGS ?= --threads 2
-checkpoint: venv
-	$(ENV) && vla_ros sim-collect --episodes $(CHECKPOINT_EPISODES) --seed 0 --out out/data/sim --overwrite \
-		&& python -m vla_ros.models.demos --episodes $(CHECKPOINT_EPISODES) --noise 0.1 --seed 10000 \
-			--out out/data/dart --overwrite \
-		&& vla_ros train --data out/data/sim out/data/dart --out checkpoints/tiny --state-dir out/train/tiny \
-			--config tiny --lr 1.5e-3 --batch-size 128 --warmup 300 --state-noise 0.3 --val-every 1000 \
-			--steps 10066 $(TRAIN_ARGS)
+TRAIN_RECIPE = --data out/data/sim out/data/dart --config tiny --lr 1.5e-3 --batch-size 128 --warmup 300 \
+	--state-noise 0.3 --val-every 1000 --steps 10066
+# The demonstrations are collected once (about 16 min here) and kept for both heads; `make
+# checkpoint-data` collects them again.
+CHECKPOINT_DATA = out/data/sim/meta.json out/data/dart/meta.json
+checkpoint-data: venv
+	rm -f $(CHECKPOINT_DATA) && $(MAKE) $(CHECKPOINT_DATA)
+
+out/data/sim/meta.json:
+	$(ENV) && vla_ros sim-collect --episodes $(CHECKPOINT_EPISODES) --seed 0 --out out/data/sim --overwrite
+
+out/data/dart/meta.json:
+	$(ENV) && python -m vla_ros.models.demos --episodes $(CHECKPOINT_EPISODES) --noise 0.1 --seed 10000 \
+		--out out/data/dart --overwrite
+
+checkpoint: venv $(CHECKPOINT_DATA)
+	$(ENV) && vla_ros train $(TRAIN_RECIPE) --out checkpoints/tiny --state-dir out/train/tiny $(TRAIN_ARGS)
+
+checkpoint-flow: venv $(CHECKPOINT_DATA)
+	$(ENV) && vla_ros train $(TRAIN_RECIPE) --head flow --out checkpoints/tiny_flow --state-dir out/train/tiny_flow \
+		$(TRAIN_ARGS)
 
 clean:
 	rm -rf build/ament_prefix build/.ament_prefix-* build/colcon install $(STAMPS) .pytest_cache .ruff_cache
