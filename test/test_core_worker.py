@@ -231,3 +231,49 @@ def test_ring_buffer_keeps_the_last_samples_oldest_first():
     snapshot = ring.values()
     ring.append(7.0)
     assert snapshot.tolist() == [3.0, 4.0, 5.0, 6.0]  # a copy, not a view
+
+
+def test_rtc_hands_the_policy_the_buffered_actions_due_at_the_new_chunks_times():
+    """committed_actions: the buffer's actions at obs.stamp + k * dt, and as delay the actions due
+    before now + the p95 of the recent latencies."""
+    import math
+
+    from vla_ros.core.policy import ActionChunk
+    from vla_ros.core.scripted_policy import make_observation
+
+    policy = ScriptedPolicy()
+    spec = policy.spec
+    rt = Runtime(policy, RuntimeConfig(real_time_chunking=True), lambda _cmd: None)
+    worker, dt, H = rt.worker, spec.action_period, spec.chunk_size
+    actions = np.arange(H * spec.action_dim, dtype=np.float64).reshape(H, spec.action_dim)
+    assert worker.buffer.insert(ActionChunk(10.0, actions, dt), 10.0, tag=worker.buffer.tag).accepted
+    for latency in (0.1, 0.1, 0.25):
+        worker.latencies.add(latency)
+    obs = make_observation(spec, 10.0 + 3 * dt)
+    now = obs.stamp + 0.01
+    committed = worker.committed_actions(obs, now, spec)
+    np.testing.assert_allclose(committed.actions, actions[3:])
+    expected = math.ceil((0.01 + worker.latencies.percentile(95)) / dt)
+    assert committed.delay_steps == expected and 0 < expected < H - 3
+    # nothing buffered at the new chunk's times: nothing committed
+    assert worker.committed_actions(make_observation(spec, 10.0 + H * dt + 1.0), now, spec) is None
+
+
+@pytest.mark.parametrize("rtc", [True, False])
+def test_observations_carry_the_committed_actions_only_with_real_time_chunking(rtc):
+    class Recording(ScriptedPolicy):
+        def predict_chunk(self, observation, context):
+            self.seen.append(observation.committed)
+            return super().predict_chunk(observation, context)
+
+    policy = Recording()
+    policy.seen = []
+    with Run(policy, real_time_chunking=rtc, refill_margin_s=policy.spec.chunk_duration) as run:
+        run.start_goal()
+        assert wait_until(lambda: len(policy.seen) >= 4, LIVENESS_S)
+    assert policy.seen[0] is None  # the goal's first chunk has nothing to agree with
+    later = [c for c in policy.seen[1:] if c is not None]
+    if rtc:
+        assert later and all(c.actions.shape[1] == policy.spec.action_dim for c in later)
+    else:
+        assert later == []

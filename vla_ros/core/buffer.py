@@ -146,6 +146,13 @@ class ActionBuffer:
         values[~covered] = np.nan
         return values, counts, covered
 
+    def sample(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The buffered actions at ``times`` (as ``action_at`` would return them; NaN rows where
+        nothing is buffered) and which of them are covered."""
+        with self._lock:
+            values, _, covered = self._sample_locked(np.asarray(times, dtype=np.float64))
+        return values, covered
+
     def action_at(self, t: float, tag: int | None = None) -> np.ndarray | None:
         """The action due at ``t``, or None if the buffer has none (starved) or is for another tag."""
         with self._lock:

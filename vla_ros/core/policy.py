@@ -42,6 +42,20 @@ class PolicySpec:
         return self.chunk_size * self.action_period
 
 
+@dataclass(frozen=True)
+class CommittedActions:
+    """What the robot will do from an observation's stamp on, for real-time chunking (RTC).
+
+    ``actions[k]`` is the buffered (previous chunks') action due at ``stamp + k * dt``, in the
+    policy's action space; the first ``delay_steps`` of them run before the chunk being computed
+    can land (from the measured inference latency), so a policy that supports RTC makes its chunk
+    agree with them there and fade towards its own prediction over the rest.
+    """
+
+    actions: np.ndarray  # float64 [n, action_dim], n <= chunk_size
+    delay_steps: int  # d: actions executed while this inference runs
+
+
 @dataclass
 class Observation:
     """One time-synchronised observation: an image per camera and the joint state."""
@@ -49,6 +63,7 @@ class Observation:
     stamp: float  # seconds on the runtime clock
     images: dict[str, np.ndarray]  # camera name -> uint8 RGB [H, W, 3]
     state: np.ndarray  # float32 [state_dim], ordered as PolicySpec.state_names
+    committed: CommittedActions | None = None  # set by the inference worker when RTC is on
 
 
 @dataclass

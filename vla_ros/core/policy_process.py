@@ -178,7 +178,8 @@ class ChildProcessPolicy(Policy):
         layout = self._write_images(observation.images)
         state = np.asarray(observation.state, dtype=np.float32)
         t_obs, actions, dt, info = self._call(
-            worker, "predict", (handle.context_id, float(observation.stamp), state, self._shm_size, layout))
+            worker, "predict", (handle.context_id, float(observation.stamp), state, self._shm_size, layout,
+                                observation.committed))
         self.failures_in_a_row = 0
         return ActionChunk(t_obs=t_obs, actions=actions, dt=dt, info=info)
 
@@ -383,12 +384,13 @@ def serve(conn: Connection, shm_fd: int) -> int:
                 reply = {"num_tokens": ctx.num_tokens, "truncated": ctx.truncated,
                          "dropped_tokens": ctx.dropped_tokens}
             elif kind == "predict":
-                context_id, stamp, state, size, layout = payload
+                context_id, stamp, state, size, layout, committed = payload
                 if shm is None or len(shm) != size:
                     shm = mmap.mmap(shm_fd, size)  # the old map goes when the last view of it does
                 images = {name: np.ndarray(shape, np.dtype(dtype), buffer=shm, offset=offset)
                           for name, offset, shape, dtype in layout}
-                chunk = policy.predict_chunk(Observation(stamp, images, state), contexts[context_id])
+                chunk = policy.predict_chunk(Observation(stamp, images, state, committed),
+                                             contexts[context_id])
                 del images
                 reply = (float(chunk.t_obs), np.asarray(chunk.actions), float(chunk.dt), dict(chunk.info))
             elif kind == "reset":

@@ -24,6 +24,8 @@ BLEND_RULES: tuple[str, ...] = get_args(BlendRule)
 STARVATION_POLICIES: tuple[str, ...] = get_args(StarvationPolicy)
 GOAL_POLICIES: tuple[str, ...] = get_args(GoalPolicy)
 EXECUTIONS: tuple[str, ...] = get_args(ExecutionMode)
+RtcMode = Literal["off", "cheap", "exact"]  # real-time chunking's guidance (models/vla.py: Guide)
+RTC_MODES: tuple[str, ...] = get_args(RtcMode)
 
 
 class TerminationReason(str, enum.Enum):
@@ -72,10 +74,13 @@ class RuntimeConfig:
     realtime_priority: bool = False  # try SCHED_FIFO for the control thread (warns if not permitted)
     realtime_priority_level: int = 50  # SCHED_FIFO priority, 1..99
     spin_s: float = 0.0002  # busy-wait this long before each deadline instead of sleeping
-    # Python hands the GIL to a waiting thread only every switch interval (default 5 ms), so an
-    # inference thread running Python code can delay the control thread's wake-up that long.
-    # start() lowers it process-wide to this; None leaves the interpreter's setting alone.
-    gil_switch_interval_s: float | None = 0.0005
+    # Python hands the GIL to a waiting thread only every switch interval (default 5 ms), so any
+    # other thread running Python code (the worker's IPC, executor callbacks) can delay the
+    # control thread's wake-up that long. start() lowers it process-wide to this; None leaves the
+    # interpreter's setting alone. `python -m vla_ros.bench jitter --quick` (model in the child):
+    # period-error p99 0.67 ms at 500 us, 0.20 ms at 50 us, 0.07 ms at 25 us. A waiting thread is
+    # what triggers a switch, so a process whose threads mostly sleep pays little for a short one.
+    gil_switch_interval_s: float | None = 0.000025
 
     # action buffer and blending
     blend: BlendRule = "crossfade"
@@ -87,6 +92,10 @@ class RuntimeConfig:
     execution: ExecutionMode = "async"  # "sync": infer only once the buffer is used up (openpi-style)
     refill_margin_s: float = 0.05  # refill when remaining future < p95 latency + this margin
     latency_window: int = 20  # inferences kept for the latency percentiles
+    # Real-time chunking: hand each observation the buffered actions due from its stamp on and
+    # how many of them run before the chunk lands (from the p95 latency), for the policy to
+    # inpaint its chunk against (the built-in flow head does; others ignore them).
+    real_time_chunking: bool = False
     stop_timeout_s: float = 2.0  # how long stop() waits for each thread
     future_points: int = 0  # > 0: each action Command carries up to this many filtered future points
 

@@ -10,15 +10,23 @@ Any exception from the policy becomes a fault of the active goal; the thread its
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from vla_ros.core.buffer import ActionBuffer
-from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
+from vla_ros.core.policy import (
+    ActionChunk,
+    CommittedActions,
+    InstructionContext,
+    Observation,
+    Policy,
+    PolicySpec,
+)
 from vla_ros.core.runtime_types import RuntimeConfig
 from vla_ros.core.safety import to_absolute
 from vla_ros.core.stats import RollingWindow
@@ -208,12 +216,31 @@ class InferenceWorker:
         if obs is None or now - obs.stamp > self.config.observation_max_age_s:
             return None  # the runtime faults the goal if observations stay stale past the grace
         self._last_obs_stamp = obs.stamp
+        if self.config.real_time_chunking and self._has_chunk:
+            obs = replace(obs, committed=self.committed_actions(obs, now, policy.spec))
         self.busy_since = now
         chunk = self._call_policy(lambda: policy.predict_chunk(obs, self._context), goal.goal_id)
         if chunk is None:
             self.busy_since = None
             return None
         return PendingChunk(goal.goal_id, obs, now, chunk)
+
+    def committed_actions(self, obs: Observation, now: float, spec: PolicySpec) -> CommittedActions | None:
+        """The buffered actions due at the new chunk's times (``obs.stamp + k * dt``, the contiguous
+        run the buffer covers) and how many run before it lands: until ``now`` plus the p95 of the
+        recent latencies (a window, so one slow start does not inflate it for good)."""
+        dt = spec.action_period
+        t0 = self.execution_time(obs.stamp)
+        values, covered = self.buffer.sample(t0 + dt * np.arange(spec.chunk_size))
+        n = len(covered) if covered.all() else int(np.argmin(covered))
+        if n == 0:
+            return None
+        lands = self.execution_time(now) + self.latencies.percentile(95)
+        delay = min(n, max(0, math.ceil((lands - t0) / dt - 1e-9)))
+        actions = values[:n]
+        if self.action_mode == "delta":  # the buffer holds absolute targets
+            actions = actions - self._reference_state(obs)[None, :]
+        return CommittedActions(actions=actions, delay_steps=delay)
 
     def land(self, pending: PendingChunk, done: float) -> bool:
         """The second half of ``step``: the chunk reaches the buffer at runtime-clock time ``done``."""

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy, PolicySpec
+from vla_ros.core.runtime_types import RTC_MODES
 from vla_ros.models.checkpoint import Checkpoint, load_checkpoint, resolve_dtype
 from vla_ros.models.tokenizer import batch_encode
-from vla_ros.models.vla import Prefix
+from vla_ros.models.vla import Guide, Prefix, rtc_weights
 
 DEFAULT_CHECKPOINT_NAME = "tiny"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +54,21 @@ def default_checkpoint() -> Path:
 
 
 class VLAPolicy(Policy):
-    """A checkpoint wrapped for the runtime: preprocessing, normalisation, an LRU of prefix caches."""
+    """A checkpoint wrapped for the runtime: preprocessing, normalisation, an LRU of prefix caches.
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", context_cache_size: int = 16, seed: int = 0):
+    ``rtc``: real-time chunking for the flow head (``vla.Guide``) when an observation carries the
+    committed actions (the runtime's ``real_time_chunking``): ``exact`` (a backward pass through
+    the expert per Euler step), ``cheap`` (none) or ``off``. The regression head ignores it.
+    (Grad mode is off rather than inference mode: exact guidance differentiates through the cache.)
+    """
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", context_cache_size: int = 16, seed: int = 0,
+                 rtc: str = "exact", rtc_max_guidance: float = 5.0):
+        if rtc not in RTC_MODES:
+            raise ValueError(f"rtc must be one of {RTC_MODES}, got {rtc!r}")
+        if not rtc_max_guidance > 0:
+            raise ValueError(f"rtc_max_guidance must be > 0, got {rtc_max_guidance}")
+        self.rtc, self.rtc_max_guidance = rtc, float(rtc_max_guidance)
         self.ckpt = ckpt
         self.model = ckpt.model
         self.device = torch.device(device)
@@ -72,7 +85,7 @@ class VLAPolicy(Policy):
         self.context_hits = 0
 
     # --- Policy interface ---------------------------------------------------------------------------
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode_instruction(self, text: str) -> InstructionContext:
         """Encode once per distinct instruction; a repeated goal is served from the LRU for free."""
         if not isinstance(text, str):
@@ -91,18 +104,35 @@ class VLAPolicy(Policy):
             self._contexts.popitem(last=False)
         return ctx
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
         if not isinstance(context.cache, Prefix):
             raise ValueError("context was not made by this policy's encode_instruction (no prefix cache)")
         images, state = self.preprocess(observation)
-        noise = None
+        noise, guide = None, None
         if self.model.config.head == "flow":
             noise = self.model._noise(1, self.device, self._generator)
-        actions = self.model.predict(context.cache, images, state, noise)[0].cpu().numpy()
+            guide = self.guide(observation)
+        actions = self.model.predict(context.cache, images, state, noise, guide)[0].cpu().numpy()
+        info = {"prefix_tokens": context.num_tokens, "head": self.model.config.head,
+                "rtc": "off" if guide is None else self.rtc}
         return ActionChunk(t_obs=observation.stamp, actions=self.ckpt.normalizer.unnormalize_action(actions),
-                           dt=self.spec.action_period,
-                           info={"prefix_tokens": context.num_tokens, "head": self.model.config.head})
+                           dt=self.spec.action_period, info=info)
+
+    def guide(self, observation: Observation) -> Guide | None:
+        """Real-time chunking's target from the observation's committed actions (None: no RTC)."""
+        committed = observation.committed
+        if self.rtc == "off" or committed is None or len(committed.actions) == 0:
+            return None
+        H, A = self.spec.chunk_size, self.spec.action_dim
+        actions = np.asarray(committed.actions, dtype=np.float64)[:H]
+        if actions.ndim != 2 or actions.shape[1] != A or not np.all(np.isfinite(actions)):
+            raise ValueError(f"committed actions must be finite [n <= {H}, {A}], got shape {actions.shape}")
+        target = np.zeros((H, A), dtype=np.float32)
+        target[: len(actions)] = self.ckpt.normalizer.normalize_action(actions)
+        return Guide(target=torch.from_numpy(target)[None].to(self.device),
+                     weights=rtc_weights(H, committed.delay_steps, len(actions)),
+                     exact=self.rtc == "exact", max_guidance=self.rtc_max_guidance)
 
     def reset(self) -> None:
         """Per-episode state: none (the instruction LRU is kept on purpose)."""
@@ -133,11 +163,13 @@ class VLAPolicy(Policy):
 
 
 def load_policy(checkpoint_dir: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
-                threads: int = 1, context_cache_size: int = 16, seed: int = 0) -> VLAPolicy:
+                threads: int = 1, context_cache_size: int = 16, seed: int = 0, rtc: str = "exact",
+                rtc_max_guidance: float = 5.0) -> VLAPolicy:
     """A ready Policy from a checkpoint directory (None = the default checkpoint).
     threads > 0 sets torch's intra-op threads (keep it below the core count: the control loop needs one)."""
     if threads > 0:
         torch.set_num_threads(threads)
     path = default_checkpoint() if checkpoint_dir is None else Path(checkpoint_dir)
     ckpt = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype))
-    return VLAPolicy(ckpt, device=device, context_cache_size=context_cache_size, seed=seed)
+    return VLAPolicy(ckpt, device=device, context_cache_size=context_cache_size, seed=seed, rtc=rtc,
+                     rtc_max_guidance=rtc_max_guidance)

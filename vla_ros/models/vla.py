@@ -23,6 +23,13 @@ Heads:
 - ``flow``: a flow-matching action expert (SmolVLA / pi0 style): a narrower Llama with the same
   number of layers and the same key/value head layout, whose action tokens attend to the language
   model's cached keys/values of [instruction, observation]. N Euler steps reuse that cache.
+
+Real-time chunking (``Guide``; Black et al. 2025, arXiv 2506.07339), flow head only: each Euler
+step's velocity is corrected so that the chunk's predicted clean actions agree with the actions
+the robot is committed to (the previous chunk's, still buffered) where those carry weight: 1 for
+the d actions executed while the model runs, a decaying ramp over the rest of the overlap, 0 after.
+Exact guidance takes the vector-Jacobian product through the expert; the cheap one drops the
+Jacobian of the velocity (identity), so it needs no backward pass.
 """
 
 from __future__ import annotations
@@ -185,6 +192,39 @@ class Prefix:
                 layer.crop(-extra)
 
 
+@dataclass
+class Guide:
+    """Real-time chunking's inpainting target for one sampled chunk (normalised action units)."""
+
+    target: torch.Tensor  # [B, H, A] committed actions (rows past the overlap: anything, weight 0)
+    weights: torch.Tensor  # [H] in [0, 1]: how strongly action k must match the target
+    exact: bool = True  # vector-Jacobian product through the expert, or the identity Jacobian
+    max_guidance: float = 5.0  # cap on the guidance weight (the paper's beta)
+
+
+def rtc_weights(chunk_size: int, delay_steps: int, overlap: int) -> torch.Tensor:
+    """The prefix weights of real-time chunking: 1 for the first ``delay_steps`` actions (they run
+    before the chunk lands), then c * (e^c - 1) / (e - 1) with c falling linearly from 1 to 0 over
+    the rest of the ``overlap`` with the committed actions, and 0 beyond it."""
+    d, n = max(0, min(delay_steps, overlap)), max(0, min(overlap, chunk_size))
+    w = torch.zeros(chunk_size)
+    w[:d] = 1.0
+    if n > d:
+        c = (n - torch.arange(d, n, dtype=torch.float32)) / (n - d + 1)
+        w[d:n] = c * (torch.exp(c) - 1) / (math.e - 1)
+    return w
+
+
+def guidance_scale(t: float, max_guidance: float) -> float:
+    """min(beta, (1 - tau) / (tau * r^2)), r^2 = (1 - tau)^2 / (tau^2 + (1 - tau)^2), at flow time
+    tau = 1 - t (this file integrates t from 1, noise, to 0; the paper tau from 0 to 1)."""
+    tau = 1.0 - t
+    if tau <= 0.0:
+        return max_guidance
+    r2 = (1 - tau) ** 2 / (tau**2 + (1 - tau) ** 2)
+    return min(max_guidance, (1 - tau) / (tau * r2)) if r2 > 0 else max_guidance
+
+
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Flow time t in [0, 1] -> [B, dim] sin/cos features (as in diffusion/flow policies)."""
     half = dim // 2
@@ -299,30 +339,59 @@ class VLAModel(PreTrainedModel):
                              cache=cache).last_hidden_state
         return self.action_out(hidden)
 
-    def _euler(self, cache: DynamicCache, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Integrate from noise (t=1) to actions (t=0); each step's expert tokens are cropped off."""
-        obs_len = self.config.observation_tokens
+    def _cached_velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: DynamicCache,
+                         mask: torch.Tensor) -> torch.Tensor:
+        """``velocity`` over the cache, left exactly as found: its tensors are put back, not cut out
+        of the ones the step built (which, under guidance, would also tie them to the step's graph)."""
+        saved = [(layer.keys, layer.values) for layer in cache.layers]
+        try:
+            return self.velocity(x_t, t, cache, mask, offset=self.config.observation_tokens).float()
+        finally:
+            for layer, (keys, values) in zip(cache.layers, saved, strict=True):
+                layer.keys, layer.values = keys, values
+
+    def _guided_velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: DynamicCache, mask: torch.Tensor,
+                         guide: Guide) -> torch.Tensor:
+        """RTC: v - scale * J^T W (target - clean), clean = x_t - t v the predicted actions [B, H, A]."""
+        weights = guide.weights.to(x_t.device)[None, :, None]
+        if guide.exact:
+            with torch.enable_grad():
+                x_in = x_t.detach().requires_grad_(True)
+                v = self._cached_velocity(x_in, t, cache, mask)
+                clean = x_in - t[:, None, None] * v
+                error = (guide.target - clean.detach()) * weights
+                (pull,) = torch.autograd.grad(clean, x_in, grad_outputs=error)
+            v = v.detach()
+        else:
+            v = self._cached_velocity(x_t, t, cache, mask)
+            pull = (guide.target - (x_t - t[:, None, None] * v)) * weights
+        return v - guidance_scale(float(t[0]), guide.max_guidance) * pull
+
+    def _euler(self, cache: DynamicCache, mask: torch.Tensor, noise: torch.Tensor,
+               guide: Guide | None = None) -> torch.Tensor:
+        """Integrate from noise (t=1) to actions (t=0) over the cache (which every step leaves as is)."""
         x, steps = noise, self.config.flow_steps
         for k in range(steps):
             t = torch.full((x.shape[0],), 1.0 - k / steps, device=x.device)
-            try:
-                v = self.velocity(x, t, cache, mask, offset=obs_len)
-            finally:
-                cache.crop(-self.config.chunk_size)
-            x = x - v.float() / steps
+            if guide is None:
+                v = self._cached_velocity(x, t, cache, mask)
+            else:
+                v = self._guided_velocity(x, t, cache, mask, guide)
+            x = x - v / steps
         return x
 
     # --- inference with the prefix cache ---------------------------------------------------------
     def predict(self, prefix: Prefix, images: torch.Tensor, state: torch.Tensor,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, guide: Guide | None = None) -> torch.Tensor:
         """One control step over the cached instruction -> normalised actions [B, H, A].
-        The prefix cache is restored before returning (also on error)."""
+        ``guide``: real-time chunking (flow head). The prefix cache is restored before returning
+        (also on error)."""
         try:
             if self.config.head == "regression":
                 return self._regression_step(prefix, images, state).float()
             mask = self._observe(prefix, images, state)
             noise = self._noise(images.shape[0], images.device) if noise is None else noise
-            return self._euler(prefix.cache, mask, noise.float())
+            return self._euler(prefix.cache, mask, noise.float(), guide)
         finally:
             prefix.restore()
 

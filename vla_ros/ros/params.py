@@ -18,6 +18,7 @@ from vla_ros.core.runtime_types import (
     EXECUTIONS,
     GOAL_POLICIES,
     INTERPOLATIONS,
+    RTC_MODES,
     STARVATION_POLICIES,
     RuntimeConfig,
 )
@@ -253,6 +254,22 @@ PARAMS: tuple[Param, ...] = (
         "latency plus this margin, seconds",
         "[0, 10]",
         _between(0.0, 10.0),
+    ),
+    Param(
+        "real_time_chunking",
+        "off",
+        "Real-time chunking: each inference gets the buffered actions it must agree with and how many "
+        "run before it lands; the flow head inpaints its chunk against them, 'exact' (a backward pass "
+        "through the action expert per sampling step) or 'cheap' (none); other models ignore them",
+        "off, cheap or exact",
+        _one_of(RTC_MODES),
+    ),
+    Param(
+        "rtc_max_guidance",
+        5.0,
+        "Real-time chunking: cap on the guidance weight (the paper's beta)",
+        "(0, 100]",
+        _between(0.0, 100.0, lo_open=True),
     ),
     Param(
         "blending",
@@ -604,6 +621,7 @@ def runtime_config(config: NodeConfig, spec) -> RuntimeConfig:
         blend=config.blending,
         execution=config.execution,
         refill_margin_s=config.refill_margin_s,
+        real_time_chunking=config.real_time_chunking != "off",
         starvation_policy=config.starvation_policy,
         max_starved_s=config.max_starved_s,
         observation_max_age_s=config.max_observation_age_s,

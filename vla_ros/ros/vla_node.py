@@ -83,7 +83,8 @@ def load_model(config: params.NodeConfig, context=None, client_name: str = "vla_
     in a policy_server reached over DDS (remote: through a node ``client_name`` in ``context``, the
     node's) or in this process (local)."""
     options = {"checkpoint_dir": config.checkpoint_dir or None, "device": config.device,
-               "dtype": config.dtype, "threads": config.torch_threads}
+               "dtype": config.dtype, "threads": config.torch_threads,
+               "rtc": config.real_time_chunking, "rtc_max_guidance": config.rtc_max_guidance}
     if config.policy_process == "child":
         from vla_ros.core.policy_process import ChildProcessPolicy
 
