@@ -277,3 +277,57 @@ def test_observations_carry_the_committed_actions_only_with_real_time_chunking(r
         assert later and all(c.actions.shape[1] == policy.spec.action_dim for c in later)
     else:
         assert later == []
+
+
+def _pipelined_runtime(max_inflight: int):
+    from vla_ros.core.scripted_policy import make_observation
+    from vla_ros.sim.executor import SimulatedClock
+
+    policy = ScriptedPolicy()  # latency 0: the simulated clock says when each chunk lands
+    clock = SimulatedClock()
+    config = RuntimeConfig(max_inflight=max_inflight, refill_margin_s=0.05)
+    rt = Runtime(policy, config, lambda _cmd: None, clock=clock)
+
+    def observe(t: float) -> None:
+        clock.now = t
+        rt.submit_observation(make_observation(policy.spec, t))
+
+    observe(0.0)
+    assert rt.start_goal("follow the script").accepted
+    return rt, rt.worker, observe
+
+
+def test_pipelined_inferences_start_when_the_promised_future_runs_short_and_stay_within_the_bound():
+    """One chunk (1 s) takes 0.8 s: the next starts as soon as the buffer's future is shorter than
+    the latency + margin, a third only once the one in flight promises too little, never more
+    than max_inflight, and a chunk that lands after a newer one is dropped."""
+    rt, worker, observe = _pipelined_runtime(max_inflight=2)
+    first = worker.begin()
+    assert first is not None and worker.begin() is None  # no latency estimate yet: one at a time
+    assert worker.land(first, 0.8)
+    observe(0.8)
+    a = worker.begin()  # the buffer covers 0.2 s < 0.8 + 0.05
+    assert a is not None and worker.in_flight == 1
+    observe(0.81)
+    assert worker.begin() is None  # `a` will cover until 1.8: enough for now
+    observe(0.96)
+    b = worker.begin()  # 1.8 - 0.96 < 0.85: a second one in flight
+    assert b is not None and worker.in_flight == 2
+    observe(1.2)
+    assert worker.begin() is None  # max_inflight reached
+    assert worker.land(b, 1.76) and not worker.land(a, 1.78)  # `a` is older than what landed
+    assert worker.superseded == 1 and worker.in_flight == 0
+
+
+def test_one_inference_in_flight_by_default():
+    rt, worker, observe = _pipelined_runtime(max_inflight=1)
+    assert worker.land(worker.begin(), 0.8)
+    observe(0.8)
+    assert worker.begin() is not None
+    observe(0.96)
+    assert worker.begin() is None and worker.in_flight == 1
+
+
+def test_real_time_chunking_refuses_pipelining_by_name():
+    with pytest.raises(ValueError, match="real_time_chunking needs max_inflight 1"):
+        RuntimeConfig(real_time_chunking=True, max_inflight=2).validate()

@@ -92,9 +92,15 @@ class ActionChunk:
 
 
 class Policy(abc.ABC):
-    """A VLA policy. Thread use: one inference thread calls everything but ``spec``."""
+    """A VLA policy. Thread use: one inference thread calls everything but ``spec``, except that
+    up to ``concurrency`` threads may be in ``predict_chunk`` at once (pipelined inference)."""
 
     spec: PolicySpec
+    # predict_chunk calls this policy serves at the same time. 1 for a model that computes on
+    # the caller's thread (two calls would share its cores and each take twice as long); more
+    # for one whose latency is mostly waiting (a server, a transport, an added delay), whose
+    # predict_chunk may then also run while another thread resets it or encodes a new goal.
+    concurrency: int = 1
 
     @abc.abstractmethod
     def encode_instruction(self, text: str) -> InstructionContext:

@@ -92,6 +92,10 @@ class RuntimeConfig:
     execution: ExecutionMode = "async"  # "sync": infer only once the buffer is used up (openpi-style)
     refill_margin_s: float = 0.05  # refill when remaining future < p95 latency + this margin
     latency_window: int = 20  # inferences kept for the latency percentiles
+    # Pipelined inference: up to this many inferences in flight (bounded by Policy.concurrency).
+    # With one, a chunk must land before the previous one runs out, which starves the buffer
+    # above about half a chunk of latency; k staggered inferences land every latency / k.
+    max_inflight: int = 1
     # Real-time chunking: hand each observation the buffered actions due from its stamp on and
     # how many of them run before the chunk lands (from the p95 latency), for the policy to
     # inpaint its chunk against (the built-in flow head does; others ignore them).
@@ -136,6 +140,13 @@ class RuntimeConfig:
             (self.execution in EXECUTIONS, f"execution must be one of {EXECUTIONS}"),
             (self.refill_margin_s >= 0, "refill_margin_s must be >= 0"),
             (self.latency_window >= 1, "latency_window must be >= 1"),
+            (1 <= self.max_inflight <= 32, "max_inflight must be in 1..32"),
+            (
+                not (self.real_time_chunking and self.max_inflight > 1),
+                "real_time_chunking needs max_inflight 1: inferences in flight together are each "
+                "guided against the buffer, not against one another (`python -m vla_ros.bench "
+                "chunking` measured larger switch jumps than without RTC)",
+            ),
             (self.future_points >= 0, "future_points must be >= 0"),
             (
                 self.starvation_policy in STARVATION_POLICIES,

@@ -59,8 +59,11 @@ class ScriptedPolicy(Policy):
     nan_on / wrong_shape_on: call indices that return a chunk of NaN actions / one action short.
     fn: trajectory t -> actions; default ``sine_trajectory``.
     sleep: how latency is spent (``time.sleep``; ``FakeClock.sleep`` to advance a fake clock).
-    Records ``calls`` (predict count), ``instructions`` and ``resets``.
+    Records ``calls`` (predict count), ``instructions`` and ``resets``. Its latency is a sleep,
+    so it serves concurrent calls (pipelined inference).
     """
+
+    concurrency = 32
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class ScriptedPolicy(Policy):
         self.nan_on, self.wrong_shape_on = set(nan_on), set(wrong_shape_on)
         self.sleep = sleep
         self.calls = 0
+        self._count_lock = threading.Lock()
         self.instructions: list[str] = []
         self.resets = 0
         self._released = threading.Event()
@@ -103,8 +107,9 @@ class ScriptedPolicy(Policy):
         return InstructionContext(text=text, num_tokens=len(text.split()))
 
     def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
-        index = self.calls
-        self.calls += 1
+        with self._count_lock:
+            index = self.calls
+            self.calls += 1
         latency = self.latency_s(index) if callable(self.latency_s) else self.latency_s
         if latency > 0:
             self.sleep(latency)

@@ -5,6 +5,12 @@ recent inference latencies plus a margin, so the next chunk lands before the buf
 at once when a goal starts. Sync mode (the openpi client's behaviour, kept for comparison):
 infer only when the buffer is used up, and execute the new chunk from its first action.
 Any exception from the policy becomes a fault of the active goal; the thread itself survives.
+
+Pipelined inference (``RuntimeConfig.max_inflight`` > 1, for a policy whose ``concurrency``
+allows it): that many threads run the same rule, with the chunks already in flight counted as
+the future they will cover (each until its observation's stamp plus a chunk), so the next
+inference starts when that promised future runs short and k of them land latency / k apart. A
+chunk that lands after one from a newer observation is dropped (superseded).
 """
 
 from __future__ import annotations
@@ -74,6 +80,14 @@ class PendingChunk:
     obs: Observation
     started: float  # runtime-clock time the inference began
     chunk: ActionChunk
+    token: int = -1  # its entry in the worker's in-flight table
+
+
+@dataclass(frozen=True)
+class InFlight:
+    goal_id: int
+    started: float  # runtime-clock time
+    covers_until: float  # on the buffer's time axis: its observation's stamp plus one chunk
 
 
 class InferenceWorker:
@@ -102,8 +116,13 @@ class InferenceWorker:
         self.latencies = RollingWindow(config.latency_window)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        # per-goal state, touched only by the worker thread (or by step() in tests)
+        self._threads: list[threading.Thread] = []
+        # per-goal state and the in-flight table, shared by the inference threads under this lock
+        # (held for bookkeeping, goal switches and landing; never across a predict_chunk call)
+        self._lock = threading.RLock()
+        self._inflight: dict[int, InFlight] = {}
+        self._tokens = 0
+        self._last_landed_stamp = float("-inf")
         self._goal_id = -1
         self._context: InstructionContext | None = None
         self._has_chunk = False
@@ -112,31 +131,46 @@ class InferenceWorker:
         self.inference_errors = 0
         self.internal_errors = 0
         self.last_error = ""
-        self.busy_since: float | None = None  # clock time the current inference began
+        self.superseded = 0  # chunks dropped because one from a newer observation landed first
         self.last_chunk: ActionChunk | None = None
+
+    @property
+    def busy_since(self) -> float | None:
+        """Clock time the oldest inference in flight began (None when none is)."""
+        with self._lock:
+            return min((f.started for f in self._inflight.values()), default=None)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
 
     # thread -------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             raise RuntimeError("inference worker already started")
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="vla_ros-inference", daemon=True)
-        self._thread.start()
+        n = self.config.max_inflight
+        self._threads = [
+            threading.Thread(target=self._run, name=f"vla_ros-inference{'' if n == 1 else f'-{i}'}",
+                             daemon=True)
+            for i in range(n)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Stop after the current inference (a hung policy call cannot be interrupted: returns
-        False after ``timeout`` and leaves the daemon thread behind)."""
+        """Stop after the current inferences (a hung policy call cannot be interrupted: returns
+        False after ``timeout`` and leaves the daemon threads behind)."""
         self._stop.set()
         self._wake.set()
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     def wake(self) -> None:
         """Re-evaluate the refill rule now (new observation, new goal)."""
@@ -160,7 +194,7 @@ class InferenceWorker:
         """How long to sleep when there was nothing to do: until the refill point, within bounds."""
         if self._goal_id < 0 or not self._has_chunk:
             return 0.05  # goal starts and new observations wake us
-        slack = self.buffer.remaining(self.execution_time(self.clock())) - self.refill_threshold()
+        slack = self.promised_remaining(self.execution_time(self.clock())) - self.refill_threshold()
         return float(np.clip(slack, 0.001, 0.05))
 
     # one step -----------------------------------------------------------------------------
@@ -168,14 +202,22 @@ class InferenceWorker:
         """Remaining buffered future below which the next inference starts (async mode)."""
         return self.latencies.percentile(95) + self.config.refill_margin_s
 
-    def should_infer(self, now: float) -> bool:
-        """``now`` on the buffer's time axis."""
-        if not self._has_chunk:
-            return True
-        remaining = self.buffer.remaining(now)
-        if self.config.execution == "sync":
-            return remaining <= 0.0
-        return remaining < self.refill_threshold()
+    def promised_remaining(self, now: float) -> float:
+        """Seconds of future the buffer and this goal's inferences in flight will cover."""
+        with self._lock:
+            ends = [f.covers_until for f in self._inflight.values() if f.goal_id == self._goal_id]
+            buffered = self.buffer.remaining(now) if self._has_chunk else 0.0  # else: an earlier goal's
+        return max([buffered, *(end - now for end in ends)])
+
+    def should_infer(self, now: float, limit: int = 1) -> bool:
+        """``now`` on the buffer's time axis; ``limit``: inferences allowed in flight at once."""
+        with self._lock:
+            flying = len(self._inflight)  # an earlier goal's inference still counts: it holds the policy
+            if self.config.execution == "sync":
+                return flying == 0 and (not self._has_chunk or self.buffer.remaining(now) <= 0.0)
+            if len(self.latencies) == 0:  # no latency estimate yet: one at a time until there is one
+                limit = 1
+            return flying < limit and self.promised_remaining(now) < self.refill_threshold()
 
     def step(self) -> bool:
         """Run one inference if the rule says so; True when a chunk reached the buffer."""
@@ -187,6 +229,21 @@ class InferenceWorker:
 
         A simulated clock (the offline executor) lands it later with ``land(pending, done)``, so
         the control ticks in between run on the old buffer, as they do while a real inference runs."""
+        with self._lock:
+            prepared = self._prepare()
+        if prepared is None:
+            return None
+        goal_id, policy, obs, context, now, token = prepared
+        chunk = self._call_policy(lambda: policy.predict_chunk(obs, context), goal_id)
+        if chunk is None:
+            with self._lock:
+                self._inflight.pop(token, None)
+            return None
+        return PendingChunk(goal_id, obs, now, chunk, token)
+
+    def _prepare(self):
+        """Under the lock: follow goal changes, apply the refill rule, take the observation and
+        enter the inference in the in-flight table. None when there is nothing to infer."""
         goal = self.runner.active()
         policy = self._get_policy()
         if goal is None or policy is None:
@@ -196,7 +253,7 @@ class InferenceWorker:
             return None
         if goal.goal_id != self._goal_id:
             self._goal_id, self._context, self._has_chunk = goal.goal_id, None, False
-            self._last_obs_stamp = float("-inf")
+            self._last_obs_stamp = self._last_landed_stamp = float("-inf")
             ok = self._call_policy(policy.reset, goal.goal_id)
             context = self._call_policy(lambda: policy.encode_instruction(goal.instruction), goal.goal_id)
             if not ok or context is None:
@@ -210,7 +267,8 @@ class InferenceWorker:
         if self._context is None:  # encoding failed; the goal is being aborted
             return None
         now = self.clock()
-        if not self.should_infer(self.execution_time(now)):
+        limit = max(1, min(self.config.max_inflight, getattr(policy, "concurrency", 1)))
+        if not self.should_infer(self.execution_time(now), limit):
             return None
         obs = self.mailbox.take_newer(self._last_obs_stamp)
         if obs is None or now - obs.stamp > self.config.observation_max_age_s:
@@ -218,12 +276,10 @@ class InferenceWorker:
         self._last_obs_stamp = obs.stamp
         if self.config.real_time_chunking and self._has_chunk:
             obs = replace(obs, committed=self.committed_actions(obs, now, policy.spec))
-        self.busy_since = now
-        chunk = self._call_policy(lambda: policy.predict_chunk(obs, self._context), goal.goal_id)
-        if chunk is None:
-            self.busy_since = None
-            return None
-        return PendingChunk(goal.goal_id, obs, now, chunk)
+        token, self._tokens = self._tokens, self._tokens + 1
+        covers = self.execution_time(obs.stamp) + policy.spec.chunk_duration
+        self._inflight[token] = InFlight(goal.goal_id, now, covers)
+        return goal.goal_id, policy, obs, self._context, now, token
 
     def committed_actions(self, obs: Observation, now: float, spec: PolicySpec) -> CommittedActions | None:
         """The buffered actions due at the new chunk's times (``obs.stamp + k * dt``, the contiguous
@@ -244,11 +300,18 @@ class InferenceWorker:
 
     def land(self, pending: PendingChunk, done: float) -> bool:
         """The second half of ``step``: the chunk reaches the buffer at runtime-clock time ``done``."""
-        self.busy_since = None
+        with self._lock:
+            return self._land(pending, done)
+
+    def _land(self, pending: PendingChunk, done: float) -> bool:
+        self._inflight.pop(pending.token, None)
         chunk, obs = pending.chunk, pending.obs
         self.inferences += 1
         chunk.latency = done - pending.started
         self.latencies.add(chunk.latency)
+        if pending.goal_id == self._goal_id and obs.stamp < self._last_landed_stamp:
+            self.superseded += 1
+            return False
         try:
             actions = to_absolute(chunk.actions, self._reference_state(obs), self.action_mode)
             # on the execution axis: in sync mode the robot held during the inference, so the
@@ -261,6 +324,7 @@ class InferenceWorker:
             return False
         self.last_chunk = chunk
         if result.accepted:
+            self._last_landed_stamp = obs.stamp
             if not self._has_chunk:
                 self.runner.mark_first_chunk(pending.goal_id, done)
             self._has_chunk = True

@@ -256,6 +256,16 @@ PARAMS: tuple[Param, ...] = (
         _between(0.0, 10.0),
     ),
     Param(
+        "max_inflight",
+        1,
+        "Inferences in flight at once (pipelined inference), at most what the policy serves "
+        "concurrently: more than 1 pays where latency is waiting (extra_latency_s; the child and "
+        "remote workers serve one call at a time), not where the model computes; k cover latencies "
+        "up to k/(k+1) of a chunk",
+        "1..32",
+        _between(1, 32),
+    ),
+    Param(
         "real_time_chunking",
         "off",
         "Real-time chunking: each inference gets the buffered actions it must agree with and how many "
@@ -541,6 +551,8 @@ def validate(
     for p in PARAMS:
         if p.check is not None and not p.check(values[p.name]):
             raise _fail(p, values[p.name])
+    if values["real_time_chunking"] != "off" and values["max_inflight"] > 1:
+        raise _fail("max_inflight", values["max_inflight"], "real_time_chunking needs 1")
     joints = list(values["joint_names"])
     n = len(joints)
     if values["gripper_joint"] and values["gripper_joint"] in joints:
@@ -622,6 +634,7 @@ def runtime_config(config: NodeConfig, spec) -> RuntimeConfig:
         execution=config.execution,
         refill_margin_s=config.refill_margin_s,
         real_time_chunking=config.real_time_chunking != "off",
+        max_inflight=config.max_inflight,
         starvation_policy=config.starvation_policy,
         max_starved_s=config.max_starved_s,
         observation_max_age_s=config.max_observation_age_s,
