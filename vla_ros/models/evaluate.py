@@ -25,11 +25,12 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
+from vla_ros.core.runtime_types import BLEND_RULES, RTC_MODES
 
 EVAL_SEED = 100_000
 
@@ -144,11 +145,14 @@ def closed_loop(policy: Policy, env, seeds: list[int], execute: int) -> dict:
     }
 
 
-def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: float = 0.0) -> dict:
-    """Closed-loop success through the core Runtime on a simulated clock (sim/executor.py)."""
+def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: float = 0.0,
+                        **overrides) -> dict:
+    """Closed-loop success through the core Runtime on a simulated clock (sim/executor.py);
+    ``overrides`` replace fields of config/sim_robot.yaml's RuntimeConfig (e.g. blend)."""
     from vla_ros.sim.executor import run_episode, sim_robot_runtime_config
 
-    config = sim_robot_runtime_config(policy.spec)
+    config = replace(sim_robot_runtime_config(policy.spec), **overrides)
+    config.validate()
     outcomes = [run_episode(policy, env, config, seed, extra_latency_s=extra_latency_s)
                 for seed in seeds]
     solved = [o for o in outcomes if o.success]
@@ -178,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtime: vla_node's executor on a simulated clock; chunks: the model alone")
     p.add_argument("--extra-latency-ms", type=float, default=0.0,
                    help="runtime executor: simulated milliseconds added to every inference")
+    p.add_argument("--rtc", choices=RTC_MODES, default="off",
+                   help="runtime executor: real-time chunking for a flow head (its chunks then "
+                        "replace the buffer's instead of crossfading, as in the paper)")
+    p.add_argument("--blend", choices=BLEND_RULES, default=None,
+                   help="runtime executor: blend rule (default: config/sim_robot.yaml's; replace with --rtc)")
     p.add_argument("--execute", type=int, default=0,
                    help="chunks executor: actions executed per chunk (0 = half the chunk)")
     p.add_argument("--max-steps", type=int, default=100)
@@ -194,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     from vla_ros.models.policy import load_policy
     from vla_ros.sim import TabletopEnv
 
-    policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads)
+    policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads,
+                         rtc="exact" if args.rtc == "off" else args.rtc)
+    overrides = {"real_time_chunking": args.rtc != "off"}
+    if args.blend or args.rtc != "off":
+        overrides["blend"] = args.blend or "replace"
     spec = policy.spec
     execute = args.execute or max(1, spec.chunk_size // 2)
     env = TabletopEnv(
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         err = action_error(variant, demos, std) if demos else float("nan")
         if args.executor == "runtime":
-            result = closed_loop_runtime(variant, env, seeds, args.extra_latency_ms / 1000)
+            result = closed_loop_runtime(variant, env, seeds, args.extra_latency_ms / 1000, **overrides)
         else:
             result = closed_loop(variant, env, seeds, execute)
         rows[name] = {"action_error": err, **result, "wall_s": round(time.monotonic() - t0, 1)}
@@ -241,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "executor": args.executor,
         "execute": execute if args.executor == "chunks" else None,
         "extra_latency_ms": args.extra_latency_ms if args.executor == "runtime" else None,
+        "runtime_overrides": overrides if args.executor == "runtime" else None,
         "offline_episodes": args.offline_episodes,
         "results": rows,
     }

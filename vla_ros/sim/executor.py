@@ -11,7 +11,8 @@ success is checked at ``success_rate_hz`` (vla_node's success topic) and complet
 Latency: an inference started at simulated time t lands at t + L, where L is the wall time the
 policy call took here (``latency="measured"``) or a fixed number of seconds, plus
 ``extra_latency_s``; the ticks in between run on the buffer as it was, as they do while a real
-inference runs. Inferences start on control ticks (the real worker can start between them).
+inference runs. Inferences start on control ticks (the real worker can start between them); with
+``max_inflight`` > 1 and a simulated latency, several may be in flight, as in the threaded worker.
 What remains different from the ROS path: no DDS transport, no message conversion, no
 synchroniser slop, and the simulator is stepped in lockstep instead of in real time.
 """
@@ -19,13 +20,15 @@ synchroniser slop, and the simulator is stepped in lockstep instead of in real t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from vla_ros.core.delayed_policy import DelayedPolicy
 from vla_ros.core.policy import Observation, Policy
 from vla_ros.core.runtime import Runtime
 from vla_ros.core.runtime_types import Command, GoalResult, RuntimeConfig
+from vla_ros.core.worker import PendingChunk
 
 # the simulated robot's sensor rates, Hz (also sim_robot_node's parameter defaults)
 CAMERA_RATE_HZ = 15.0
@@ -94,6 +97,24 @@ class EpisodeOutcome:
         return self.result.steps
 
 
+@dataclass
+class EpisodeTrace:
+    """What ``run_episode(trace=...)`` records: every command and when each chunk landed."""
+
+    commands: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (stamp, positions)
+    landings: list[float] = field(default_factory=list)  # simulated times chunks reached the buffer
+    # at each landing onto a buffer that still had actions: the buffered plan at the control tick
+    # before and the next ones (up to ``plan_ticks`` + 1, as far as the old plan went), before and
+    # after the chunk was merged in ([n, A] each; the first row, already sent, is the same)
+    plans: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    plan_ticks: int = 10
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Command stamps [T] and positions [T, A]."""
+        stamps = np.array([t for t, _ in self.commands])
+        return stamps, np.stack([q for _, q in self.commands]) if self.commands else np.zeros((0, 0))
+
+
 def run_episode(
     policy: Policy,
     env,
@@ -103,6 +124,7 @@ def run_episode(
     time_limit_s: float | None = None,
     latency: str | float = "measured",
     extra_latency_s: float = 0.0,
+    trace: EpisodeTrace | None = None,
 ) -> EpisodeOutcome:
     """One seeded episode: reset the scene, one goal through a fresh Runtime, until its result.
 
@@ -118,9 +140,15 @@ def run_episode(
 
     def on_command(command: Command) -> None:
         sent["commands"] += 1
+        if trace is not None:
+            trace.commands.append((command.stamp, np.asarray(command.positions, dtype=np.float64)))
         if sent["first_action"] is None and command.reason == "action":
             sent["first_action"] = command.stamp
 
+    if config.max_inflight > 1 and (latency != "measured" or extra_latency_s > 0):
+        # the simulated latency is waiting, as DelayedPolicy's is: inferences may overlap it
+        # (the model itself still serves one call at a time)
+        policy = DelayedPolicy(policy, 0.0)
     runtime = Runtime(policy, config, on_command=on_command, clock=clock, on_result=results.append)
     worker = runtime.worker
     period = config.control_period
@@ -143,18 +171,33 @@ def run_episode(
     if not decision.accepted:
         raise RuntimeError(f"episode {seed}: the runtime rejected the goal: {decision.reason}")
     started = clock.now
-    pending, lands_at = None, 0.0
+    flying: list[tuple[float, PendingChunk]] = []  # (lands at, chunk), in landing order
     while not results:
         sense()
-        if pending is not None and clock.now >= lands_at - 1e-9:
-            worker.land(pending, lands_at)
-            pending = None
-        if pending is None:
+        while flying and clock.now >= flying[0][0] - 1e-9:
+            lands_at, pending = flying.pop(0)
+            if trace is None:
+                worker.land(pending, lands_at)
+                continue
+            # the plan on the buffer's time axis from the tick before to the next ticks, before and
+            # after the chunk was merged in (the tick before was sent already: it stays)
+            ahead = worker.execution_time(lands_at) + period * np.arange(-1, trace.plan_ticks + 1)
+            before, covered = worker.buffer.sample(ahead)
+            n = len(covered) if covered.all() else int(np.argmin(covered))  # what the old plan covers
+            if worker.land(pending, lands_at):
+                trace.landings.append(lands_at)
+                if n >= 3:
+                    after = worker.buffer.sample(ahead[:n])[0]
+                    after[0] = before[0]
+                    trace.plans.append((before[:n], after))
+        for _ in range(config.max_inflight):  # the worker's rule says how many may start
             wall = time.perf_counter()
             pending = worker.begin()
-            if pending is not None:
-                took = time.perf_counter() - wall if latency == "measured" else float(latency)
-                lands_at = clock.now + took + extra_latency_s
+            if pending is None:
+                break
+            took = time.perf_counter() - wall if latency == "measured" else float(latency)
+            flying.append((clock.now + took + extra_latency_s, pending))
+            flying.sort(key=lambda item: item[0])
         command = runtime.tick()
         if results:  # the tick ended the goal (time limit, fault)
             break
