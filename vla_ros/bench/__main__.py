@@ -14,6 +14,7 @@ BENCHMARKS = {
     "fuzz": "vla_ros.bench.fuzz",
     "soak": "vla_ros.bench.soak",
     "remote": "vla_ros.bench.remote",
+    "chunking": "vla_ros.bench.chunking",
 }
 
 

@@ -25,7 +25,8 @@ from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec, make_obse
 
 
 def run_once(
-    mode: str, latency_s: float, chunk_size: int, dt: float, actions: int, rate_hz: float, margin_s: float
+    mode: str, latency_s: float, chunk_size: int, dt: float, actions: int, rate_hz: float, margin_s: float,
+    max_inflight: int = 1,
 ) -> dict:
     spec = default_spec(chunk_size=chunk_size, action_period=dt)
     policy = ScriptedPolicy(spec=spec, latency_s=latency_s)
@@ -49,6 +50,7 @@ def run_once(
         max_starved_s=10.0,
         observation_max_age_s=1.0,
         max_velocity=50.0,  # the bench measures timing; keep the filter from shaping the motion
+        max_inflight=max_inflight,
     )
     runtime = Runtime(policy, config, on_command, on_result=on_result)
     runtime.submit_observation(make_observation(spec, time.monotonic()))
@@ -83,6 +85,7 @@ def run_once(
         "inferences": int(stats.get("inferences", 0)),
         "latency_p95_s": float(stats.get("latency_p95_s", 0.0)),
         "missed_ticks": int(stats.get("missed_ticks", 0)),
+        "max_inflight": max_inflight,
     }
 
 

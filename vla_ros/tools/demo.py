@@ -12,6 +12,9 @@ success, episode time, achieved control rate and inference latency. Writes to --
   bag/         an MCAP rosbag2 of the episode (cameras, joint states, commands, success), recorded
                by a process of its own; `vla_ros bag-replay out/demo/bag --clock --loop` into a
                vla_node with the demo's parameters (use_sim_time) replays it
+  chunk_switches.png  one joint's command across three chunk switches at 50% of a chunk's
+               latency, crossfade vs real-time chunking (the flow checkpoint, checkpoints/tiny_flow,
+               on the simulated clock of `vla_ros eval`; `python -m vla_ros.bench chunking` measures it)
   summary.json the printed figures; launch.log the nodes' output.
 Everything started is stopped on exit (also on Ctrl-C): nothing is left running.
 `--launch-only` just runs the launch file in the foreground (like `ros2 launch`).
@@ -193,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_video:
                     n = write_video(trace, out / "scene.mp4")
                     print(f"demo: wrote {out / 'joints.png'} and {out / 'scene.mp4'} ({n} frames)")
+        if not args.no_video:  # the plots and videos come together; --no-video skips both
+            from vla_ros.bench.chunking import write_switch_plot
+
+            write_switch_plot(out / "chunk_switches.png")
+            print(f"demo: wrote {out / 'chunk_switches.png'}")
         summary = {**summarize(results), "ready_after_s": round(t_ready - t_begin, 2),
                    "episode_results": [r.to_dict() for r in results]}
         code = 0 if all(r.success for r in results) else 1
