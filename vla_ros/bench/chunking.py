@@ -21,8 +21,8 @@ Side by side in one run, over inference latencies from 10% to 90% of a chunk:
 3. RTC's added model time: the flow policy's predict_chunk on the same observation with and
    without committed actions, interleaved.
 
-``--plot PATH`` draws one joint's command across three chunk switches, crossfade vs RTC-exact,
-at 50% latency. The last line printed is one JSON object.
+``--plot PATH`` draws one joint's command across three chunk switches at 50% latency, crossfade
+vs RTC-cheap (the better of the two here). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -181,7 +181,8 @@ def plot_switches(crossfade, rtc, path: Path, joint: int = 1, switches: int = 3)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    for trace, label, color in ((crossfade, "crossfade", "tab:orange"), (rtc, "RTC (exact)", "tab:blue")):
+    runs = ((crossfade, "crossfade", "tab:orange"), (rtc, "RTC (cheap guidance)", "tab:blue"))
+    for trace, label, color in runs:
         stamps, positions = trace.arrays()
         landings = [t for t in trace.landings if t > 1.0][:switches]  # past the first chunk
         if not landings:
@@ -207,9 +208,9 @@ def write_switch_plot(path: Path, checkpoint: Path = FLOW_CHECKPOINT, seed: int 
     policy = load_policy(checkpoint, threads=1)
     runs = {
         v: boundary_run(policy, 0.5, v, [seed], max_inflight=1, keep_trace=True)
-        for v in ("crossfade", "rtc_exact")
+        for v in ("crossfade", "rtc_cheap")
     }
-    plot_switches(runs["crossfade"]["traces"][0], runs["rtc_exact"]["traces"][0], path)
+    plot_switches(runs["crossfade"]["traces"][0], runs["rtc_cheap"]["traces"][0], path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     for fraction in fractions:
         for variant in BOUNDARY_VARIANTS:
             keep = args.plot is not None and abs(fraction - 0.5) < 1e-9
-            boundary.append(
-                boundary_run(policy, fraction, variant, seeds, 1, keep_trace=keep)
-            )
+            boundary.append(boundary_run(policy, fraction, variant, seeds, 1, keep_trace=keep))
         cells = [b for b in boundary if b["fraction"] == fraction]
         print(
             f"latency {fraction:>4.0%}: switch jump mean rad/s (jerk p95 rad/s^3): "
@@ -265,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.plot is not None:
         at50 = {b["variant"]: b for b in boundary if abs(b["fraction"] - 0.5) < 1e-9}
-        plot_switches(at50["crossfade"]["traces"][0], at50["rtc_exact"]["traces"][0], args.plot)
+        plot_switches(at50["crossfade"]["traces"][0], at50["rtc_cheap"]["traces"][0], args.plot)
         print(f"wrote {args.plot}", flush=True)
 
     def cell(variant: str, fraction: float, key: str) -> float:
