@@ -30,7 +30,8 @@ def synthetic_episodes(n: int, T: int = 12, size: int = 32, seed: int = 0) -> li
                 state[t + 1] = action[t]
         images = {"scene": np.repeat(img[None], T, 0), "wrist": np.repeat(img[None], T, 0)}
         episodes.append(Episode(images=images, state=state, action=action, timestamp=np.arange(T) * 0.1,
-                                instruction=f"touch the {goal} square", task={"goal": goal}))
+                                instruction=f"touch the {goal} square",
+                                task={"goal": goal, "family": "pick", "colour": goal, "shape": "cube"}))
     return episodes
 
 

@@ -238,3 +238,32 @@ def test_deactivate_while_running_ends_shutdown(make_rig):
     wait_ready(rig)
     result = Goal(rig, client, "after the restart", max_steps=2).result()
     assert result["termination_reason"] == "max_steps" and result["steps"] == 2, result
+
+
+def test_an_instruction_the_policy_cannot_ground_is_rejected_and_status_reports_the_reading(make_rig):
+    """A policy with a lexicon (core/grounding.py): "make me a coffee" is REJECTED by name before
+    any model sees it; a valid goal runs, and ~/status carries what the check read and how sure."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec
+    from vla_ros.sim.paraphrase import lexicon, paraphrase
+
+    tasks = [{"family": f, "colour": c, "shape": "cube"} for f in ("pick", "place") for c in ("red", "blue")]
+    rng = np.random.default_rng(0)
+    texts = [paraphrase(t["family"], t["colour"], t["shape"], rng) for t in tasks for _ in range(8)]
+    policy = ScriptedPolicy(spec=replace(default_spec(), lexicon=lexicon(tasks, texts)))
+    rig, client = make_rig(policy=policy)
+    result = Goal(rig, client, "make me a coffee").result()
+    assert result["termination_reason"] == "rejected", result
+    assert result["message"].startswith("instruction not understood: it names no task"), result
+    assert "make me a coffee" not in policy.instructions  # the model never saw it
+    goal = Goal(rig, client, "COULD YOU PUT THE BLEU CUBE IN THE BOWL?", timeout_s=1.5)
+    rig.wait_for(lambda: rig.robot.last_status().get("goal_active") is True, 5.0, "the goal running")
+    status = rig.robot.last_status()
+    assert status["instruction_grounding"] == "place blue cube", status
+    assert 0.5 < status["instruction_confidence"] < 1.0, status  # one typing slip corrected
+    assert goal.result()["termination_reason"] == "timeout"
+    rig.wait_for(lambda: rig.robot.last_status().get("goal_active") is False, 5.0, "the goal to end")
+    assert rig.robot.last_status()["instruction_confidence"] == -1.0

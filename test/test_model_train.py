@@ -83,3 +83,33 @@ def test_max_seconds_sets_the_step_count_during_warm_up(tmp_path):
     # The run stopped at the count the measured speed allows, well short of --steps, and says so.
     assert 120 <= info["step"] < 100000 and info["finished"]
     assert info["args"]["steps"] == info["step"]
+
+
+def test_paraphrase_pool_draws_generated_instructions_and_keeps_the_recorded_one(tmp_path):
+    import numpy as np
+    from model_fixtures import synthetic_episodes
+
+    from vla_ros.models.normalization import Normalizer
+    from vla_ros.models.tokenizer import ByteTokenizer
+    from vla_ros.models.train import InstructionPool, build_frames
+    from vla_ros.sim.paraphrase import HELD_OUT, normalise
+
+    episodes = synthetic_episodes(6)
+    norm = Normalizer.fit(np.concatenate([e.state for e in episodes]),
+                          np.concatenate([e.action for e in episodes]))
+    frames = build_frames(episodes, ["scene", "wrist"], 32, 4, norm)
+    pool = InstructionPool(frames, ByteTokenizer(), 96, k=16, keep=0.25, seed=0)
+    assert len(pool.texts) == len(frames.texts) * 17
+    rows = pool.rows(frames.instruction, np.random.default_rng(0))
+    drawn = [pool.texts[r] for r in rows]
+    kept = np.mean([d == frames.texts[i] for d, i in zip(drawn, frames.instruction, strict=True)])
+    assert 0.1 < kept < 0.45  # about `keep` of the samples keep their recorded text
+    colour_of = [frames.tasks[i]["colour"] for i in frames.instruction]
+    named = np.mean([c in normalise(d).split() for d, c in zip(drawn, colour_of, strict=True)])
+    assert named > 0.9  # every draw names its colour, unless a typing slip hit that word
+    held_out = {normalise(t.format(colour=c, shape="cube")) for t in HELD_OUT["pick"]
+                for c in ("red", "blue")}
+    assert not held_out & {normalise(t) for t in pool.texts}
+    assert (pool.rows(frames.instruction, np.random.default_rng(0)) == rows).all()  # seeded
+    off = InstructionPool(frames, ByteTokenizer(), 96, k=0)
+    assert (off.rows(frames.instruction, np.random.default_rng(0)) == frames.instruction).all()

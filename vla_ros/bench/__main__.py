@@ -15,6 +15,7 @@ BENCHMARKS = {
     "soak": "vla_ros.bench.soak",
     "remote": "vla_ros.bench.remote",
     "chunking": "vla_ros.bench.chunking",
+    "grounding": "vla_ros.bench.grounding",
 }
 
 

@@ -28,6 +28,9 @@ class PolicySpec:
     image_size: tuple[int, int]  # (height, width) each image is resized to
     action_mode: ActionMode = "absolute"  # absolute joint targets, or deltas from the state
     gripper_index: int | None = None  # index of the gripper in the action vector, if any
+    # The words the policy grounds instructions in (core/grounding.py's Lexicon, JSON form); None
+    # when it has none, and then goals' instructions go unchecked.
+    lexicon: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def action_dim(self) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 from vla_ros.core.buffer import ActionBuffer
 from vla_ros.core.clock import ExecutionClock
 from vla_ros.core.control_loop import ControlLoop
+from vla_ros.core.grounding import Grounding, Lexicon, parse_lexicon
 from vla_ros.core.policy import Observation, Policy, PolicySpec
 from vla_ros.core.results import ResultDispatcher
 from vla_ros.core.runtime_types import (
@@ -79,6 +80,8 @@ class Runtime:
         self._results = ResultDispatcher(on_result or (lambda _r: None), self._count_callback_error)
         self._lock = threading.Lock()
         self._policy: Policy | None = None
+        self._lexicon: Lexicon | None = None
+        self._grounding: tuple[int, Grounding | None] = (-1, None)  # (goal id, what the check read)
         self._spec: PolicySpec | None = None
         self._buffer: ActionBuffer | None = None
         self._safety: SafetyFilter | None = None
@@ -153,9 +156,10 @@ class Runtime:
         if self.runner.active() is not None:
             raise RuntimeError("set_policy: a goal is active; cancel it first")
         if policy is None:
-            self._policy = None
+            self._policy, self._lexicon = None, None
             return
         spec = policy.spec
+        lexicon = parse_lexicon(spec.lexicon)
         cfg = self.config
         gripper = cfg.gripper_index if cfg.gripper_index is not None else spec.gripper_index
         limits = SafetyLimits.from_config(cfg, spec.action_dim, gripper)
@@ -169,7 +173,7 @@ class Runtime:
         )
         state_index = _state_index(spec)
         with self._lock:
-            self._spec, self._policy = spec, policy
+            self._spec, self._policy, self._lexicon = spec, policy, lexicon
             self._buffer, self._safety, self._state_index = buffer, SafetyFilter(limits), state_index
             self._measured = None
             self.runner.action_period = spec.action_period
@@ -238,12 +242,40 @@ class Runtime:
 
     # goals -------------------------------------------------------------------------------
     def start_goal(self, instruction: str, timeout_s: float = 0, max_steps: int = 0) -> GoalDecision:
-        """Accept or reject a goal. 0 means the config's default (which may itself be 0 = none)."""
+        """Accept or reject a goal. 0 means the config's default (which may itself be 0 = none).
+        An instruction the policy's lexicon cannot ground is rejected as NOT_UNDERSTOOD
+        (``instruction_grounding`` "reject"; "warn" accepts it with a warning)."""
         now = self.clock()
-        decision = self.runner.start_goal(instruction, now, timeout_s, max_steps, self._not_ready(now))
-        if decision.accepted and self.worker is not None:
-            self.worker.wake()
+        refusal = self._not_ready(now)
+        grounding = self.ground(instruction) if not refusal and isinstance(instruction, str) else None
+        if grounding is not None and not grounding.grounded:
+            if self.config.instruction_grounding == "reject":
+                refusal = f"{RejectReason.NOT_UNDERSTOOD}: {grounding.problem}"
+            else:
+                log.warning("instruction %r not understood (%s); accepted (instruction_grounding=warn)",
+                            instruction[:80], grounding.problem)
+        decision = self.runner.start_goal(instruction, now, timeout_s, max_steps, refusal)
+        if decision.accepted:
+            with self._lock:
+                self._grounding = (decision.goal_id, grounding)
+            if self.worker is not None:
+                self.worker.wake()
         return decision
+
+    def ground(self, instruction: str) -> Grounding | None:
+        """What the policy's lexicon reads in ``instruction``; None without a lexicon or with
+        ``instruction_grounding`` "off"."""
+        lexicon = self._lexicon
+        if lexicon is None or self.config.instruction_grounding == "off":
+            return None
+        return lexicon.ground(instruction)
+
+    def goal_grounding(self) -> Grounding | None:
+        """The grounding of the active goal's instruction (None: no goal, or not checked)."""
+        goal = self.runner.active()
+        with self._lock:
+            goal_id, grounding = self._grounding
+        return grounding if goal is not None and goal.goal_id == goal_id else None
 
     def _not_ready(self, now: float) -> str:
         if self._shut_down:

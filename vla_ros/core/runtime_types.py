@@ -18,11 +18,13 @@ Interpolation = Literal["linear", "hold"]
 BlendRule = Literal["replace", "average", "crossfade", "ensemble"]
 StarvationPolicy = Literal["hold_last", "hold_measured"]
 GoalPolicy = Literal["preempt", "reject"]
+GroundingMode = Literal["reject", "warn", "off"]
 ExecutionMode = Literal["async", "sync"]
 INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 BLEND_RULES: tuple[str, ...] = get_args(BlendRule)
 STARVATION_POLICIES: tuple[str, ...] = get_args(StarvationPolicy)
 GOAL_POLICIES: tuple[str, ...] = get_args(GoalPolicy)
+GROUNDING_MODES: tuple[str, ...] = get_args(GroundingMode)
 EXECUTIONS: tuple[str, ...] = get_args(ExecutionMode)
 RtcMode = Literal["off", "cheap", "exact"]  # real-time chunking's guidance (models/vla.py: Guide)
 RTC_MODES: tuple[str, ...] = get_args(RtcMode)
@@ -54,6 +56,7 @@ class RejectReason(str, enum.Enum):
     BUSY = "busy"  # a goal is active and goal_policy == "reject"
     NOT_RUNNING = "runtime not running"
     BAD_REQUEST = "bad request"
+    NOT_UNDERSTOOD = "instruction not understood"  # core/grounding.py found no task or object it knows
 
     def __str__(self) -> str:
         return self.value
@@ -115,6 +118,9 @@ class RuntimeConfig:
     goal_timeout_s: float = 0.0  # default goal timeout, 0 = none
     goal_max_steps: int = 0  # default step budget, 0 = none
     goal_policy: GoalPolicy = "preempt"  # what a new goal does to an active one
+    # What a goal whose instruction names no task or object the policy's lexicon knows does
+    # (core/grounding.py): reject it, accept it with a warning, or skip the check.
+    instruction_grounding: GroundingMode = "reject"
 
     # safety
     joint_lower: tuple[float, ...] | None = None
@@ -158,6 +164,10 @@ class RuntimeConfig:
             (self.goal_timeout_s >= 0, "goal_timeout_s must be >= 0"),
             (self.goal_max_steps >= 0, "goal_max_steps must be >= 0"),
             (self.goal_policy in GOAL_POLICIES, f"goal_policy must be one of {GOAL_POLICIES}"),
+            (
+                self.instruction_grounding in GROUNDING_MODES,
+                f"instruction_grounding must be one of {GROUNDING_MODES}, not {self.instruction_grounding!r}",
+            ),
             (self.gripper_range[0] <= self.gripper_range[1], "gripper_range must be (low, high)"),
             (self.action_mode in (None, "absolute", "delta"), "action_mode must be absolute or delta"),
             (1 <= self.realtime_priority_level <= 99, "realtime_priority_level must be in 1..99"),

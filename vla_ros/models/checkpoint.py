@@ -1,4 +1,5 @@
-"""Checkpoint directories: config.json + model.safetensors + tokenizer.json + stats.json.
+"""Checkpoint directories: config.json + model.safetensors + tokenizer.json + stats.json
+(+ grounding.json, the lexicon of core/grounding.py, when training wrote one).
 
 ``stats.json`` holds the normalisation statistics and the robot interface the model was trained
 for (state/action names, cameras, action period). Loading checks every file and raises
@@ -16,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from vla_ros.core.grounding import Lexicon
 from vla_ros.models.normalization import STATS_FILE, Normalizer
 from vla_ros.models.tokenizer import TOKENIZER_FILE, ByteTokenizer, Tokenizer, load_tokenizer
 from vla_ros.models.vla import VLAConfig, VLAModel
@@ -23,6 +25,7 @@ from vla_ros.models.vla import VLAConfig, VLAModel
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_FILE = "training.json"
+GROUNDING_FILE = "grounding.json"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -53,6 +56,7 @@ class Checkpoint:
     robot: RobotMeta
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    lexicon: dict[str, Any] | None = None  # grounding.json; None: the goals' instructions go unchecked
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -72,6 +76,8 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     (directory / STATS_FILE).write_text(json.dumps(stats, indent=2))
     if ckpt.training:
         (directory / TRAINING_FILE).write_text(json.dumps(ckpt.training, indent=2, default=str))
+    if ckpt.lexicon is not None:
+        (directory / GROUNDING_FILE).write_text(json.dumps(ckpt.lexicon, indent=1))
     return directory
 
 
@@ -161,7 +167,14 @@ def load_checkpoint(directory: str | Path, device: str = "cpu",
     training = {}
     if (directory / TRAINING_FILE).is_file():
         training = _read_json(directory / TRAINING_FILE)
-    return Checkpoint(model, tokenizer, normalizer, robot, training, directory)
+    lexicon = None
+    if (directory / GROUNDING_FILE).is_file():
+        lexicon = _read_json(directory / GROUNDING_FILE)
+        try:
+            Lexicon(lexicon)
+        except ValueError as exc:
+            raise CheckpointError(f"{directory / GROUNDING_FILE}: {exc}") from exc
+    return Checkpoint(model, tokenizer, normalizer, robot, training, directory, lexicon)
 
 
 def _check(ok: bool, path: Path, message: str) -> None:

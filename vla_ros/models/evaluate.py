@@ -31,6 +31,7 @@ import numpy as np
 
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
 from vla_ros.core.runtime_types import BLEND_RULES, RTC_MODES
+from vla_ros.sim.paraphrase import INSTRUCTION_STYLES
 
 EVAL_SEED = 100_000
 
@@ -165,6 +166,8 @@ def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: 
         "reasons": dict(sorted(Counter(str(o.result.reason) for o in outcomes).items())),
         "starved_ticks": int(sum(o.starved_ticks for o in outcomes)),
         "latency_p50_s": float(np.median([o.latency_p50_s for o in outcomes])),
+        "failed": [{"seed": o.seed, "instruction": o.instruction, "reason": str(o.result.reason)}
+                   for o in outcomes if not o.success],
     }
 
 
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunks executor: actions executed per chunk (0 = half the chunk)")
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--task", default=None, help="task family (default: random per episode)")
+    p.add_argument("--instructions", choices=INSTRUCTION_STYLES, default="templated",
+                   help="wording of each episode's instruction (sim/paraphrase.py): the training template, "
+                        "generated paraphrases, the held-out paraphrases, or the template in other casing")
     p.add_argument("--ablation", action="store_true", help="random / vision-only / language-only / full")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32")
@@ -211,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = policy.spec
     execute = args.execute or max(1, spec.chunk_size // 2)
     env = TabletopEnv(
-        image_size=spec.image_size, action_period=spec.action_period, seed=0, max_steps=args.max_steps
+        image_size=spec.image_size, action_period=spec.action_period, seed=0, max_steps=args.max_steps,
+        instructions=args.instructions,
     )
     if args.task:
         env_reset = env.reset
@@ -251,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(policy.ckpt.path),
         "episodes": args.episodes,
         "first_seed": args.seed,
+        "instructions": args.instructions,
         "executor": args.executor,
         "execute": execute if args.executor == "chunks" else None,
         "extra_latency_ms": args.extra_latency_ms if args.executor == "runtime" else None,

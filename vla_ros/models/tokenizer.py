@@ -26,13 +26,21 @@ class Encoded:
 
 
 class ByteTokenizer:
+    """UTF-8 bytes; with ``casefold`` the text is casefolded and its whitespace collapsed first, so
+    "PICK  up" and "pick up" are the same tokens (an uncased model, like uncased BERT)."""
+
     kind = "bytes-utf8"
     pad_id, bos_id, eos_id = 0, 1, 2
     offset = 3  # byte b -> id b + 3
     vocab_size = 256 + offset
 
+    def __init__(self, casefold: bool = False):
+        self.casefold = casefold
+
     def encode(self, text: str, max_tokens: int) -> Encoded:
         """[BOS] + UTF-8 bytes, truncated to max_tokens (the drop is reported, never silent)."""
+        if self.casefold:
+            text = " ".join(text.casefold().split())
         ids = [self.bos_id] + [b + self.offset for b in text.encode("utf-8")]
         return _truncate(ids, max_tokens)
 
@@ -42,7 +50,8 @@ class ByteTokenizer:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / TOKENIZER_FILE
-        path.write_text(json.dumps({"type": self.kind, "vocab_size": self.vocab_size}, indent=2))
+        path.write_text(json.dumps({"type": self.kind, "vocab_size": self.vocab_size,
+                                    "casefold": self.casefold}, indent=2))
         return path
 
 
@@ -91,7 +100,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
     if data.get("type") == ByteTokenizer.kind:
-        return ByteTokenizer()
+        casefold = data.get("casefold", False)  # checkpoints from before the option are cased
+        if not isinstance(casefold, bool):
+            raise ValueError(f"{path}: casefold must be true or false, got {casefold!r}")
+        return ByteTokenizer(casefold=casefold)
     if "model" in data:  # a `tokenizers` file
         return FileTokenizer(path)
     raise ValueError(f"{path}: unknown tokenizer type {data.get('type')!r}")

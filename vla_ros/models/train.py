@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vla_ros.data.dataset import Episode, load_dataset
-from vla_ros.models.checkpoint import Checkpoint, RobotMeta, save_checkpoint
+from vla_ros.models.checkpoint import Checkpoint, RobotMeta, load_checkpoint, save_checkpoint
 from vla_ros.models.normalization import Normalizer
 from vla_ros.models.tokenizer import ByteTokenizer, batch_encode
 from vla_ros.models.vla import PRESETS, VLAModel, make_config
@@ -41,11 +41,12 @@ class Frames:
     chunks: np.ndarray  # float32 [N, H, A] normalised action targets (last action repeated past the end)
     instruction: np.ndarray  # int [N] index into texts
     texts: list[str]
+    tasks: list[dict]  # per text: the task parameters of its first episode (family, colour, shape, ...)
 
 
 def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, chunk: int,
                  norm: Normalizer) -> Frames:
-    images, states, chunks, instr, texts = [], [], [], [], []
+    images, states, chunks, instr, texts, tasks = [], [], [], [], [], []
     text_index: dict[str, int] = {}
     for ep in episodes:
         T = len(ep)
@@ -62,9 +63,10 @@ def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, c
         text_index.setdefault(ep.instruction, len(texts))
         if text_index[ep.instruction] == len(texts):
             texts.append(ep.instruction)
+            tasks.append(ep.task)
         instr.append(np.full(T, text_index[ep.instruction]))
     return Frames(np.concatenate(images), np.concatenate(states), np.concatenate(chunks),
-                  np.concatenate(instr), texts)
+                  np.concatenate(instr), texts, tasks)
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -87,14 +89,49 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
 def frames_to(frames: Frames, device: torch.device) -> Frames:
     """The same frames as tensors on `device` (the whole dataset moves once; batches are gathered there)."""
     return Frames(torch.from_numpy(frames.images).to(device), torch.from_numpy(frames.state).to(device),
-                  torch.from_numpy(frames.chunks).to(device), frames.instruction, frames.texts)
+                  torch.from_numpy(frames.chunks).to(device), frames.instruction, frames.texts, frames.tasks)
+
+
+class InstructionPool:
+    """The token rows a frame's instruction may be drawn from at batch time: its recorded text
+    (column 0) and ``k`` generated paraphrases of its task (sim/paraphrase.py), tokenised once.
+    With ``k`` = 0 every frame keeps its recorded text."""
+
+    def __init__(self, frames: Frames, tokenizer, max_tokens: int, k: int = 0, keep: float = 0.25,
+                 seed: int = 0):
+        from vla_ros.sim.paraphrase import paraphrase
+
+        if k and not all({"family", "colour", "shape"} <= set(t) for t in frames.tasks):
+            bad = next(i for i, t in enumerate(frames.tasks) if not {"family", "colour", "shape"} <= set(t))
+            raise SystemExit(f"--paraphrase needs each episode's task family, colour and shape; the episode "
+                             f"with instruction {frames.texts[bad]!r} has task {frames.tasks[bad]}")
+        rng = np.random.default_rng(seed)
+        texts = list(frames.texts)
+        columns = [[i] for i in range(len(texts))]
+        for i, task in enumerate(frames.tasks if k else []):
+            for _ in range(k):
+                columns[i].append(len(texts))
+                texts.append(paraphrase(task["family"], task["colour"], task["shape"], rng))
+        self.texts, self.k, self.keep = texts, k, keep
+        self.columns = np.array(columns)  # [n_recorded, 1 + k] rows of ids/mask
+        self.ids, self.mask, _ = batch_encode(tokenizer, texts, max_tokens)
+
+    def rows(self, text_index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The token row for each sample whose recorded instruction is ``text_index``."""
+        if not self.k:
+            return text_index
+        column = rng.integers(1, self.k + 1, len(text_index))
+        column[rng.random(len(text_index)) < self.keep] = 0
+        return self.columns[text_index, column]
 
 
 def make_batch(frames: Frames, idx, token_ids: torch.Tensor, token_mask: torch.Tensor,
-               shift: int = 0, generator: torch.Generator | None = None, state_noise: float = 0.0):
-    """A training batch from `frames` (numpy, or tensors from frames_to) at rows `idx` (numpy).
+               shift: int = 0, generator: torch.Generator | None = None, state_noise: float = 0.0,
+               token_rows: np.ndarray | None = None):
+    """A training batch from `frames` (numpy, or tensors from frames_to) at rows `idx` (numpy);
+    ``token_rows`` (default: the recorded instruction's) picks each sample's row of token_ids.
     Tokens are looked up on the CPU, so trimming their padding never waits on the GPU."""
-    rows = torch.from_numpy(frames.instruction[idx])
+    rows = torch.from_numpy(frames.instruction[idx] if token_rows is None else token_rows)
     ids, mask = token_ids[rows], token_mask[rows]
     keep = int(mask.sum(1).max())  # trim padding columns no row of this batch needs
     on_device = isinstance(frames.images, torch.Tensor)
@@ -123,6 +160,34 @@ def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
                                  f"{directories[0]}: {meta[key]}")
         episodes += more
     return meta, episodes
+
+
+def grounding_lexicon(tasks: list[dict], texts: list[str]) -> dict | None:
+    """The lexicon the node grounds goals in (grounding.json), for data from the simulator's task
+    families; None (no check) for data whose tasks lack a family, colour and shape."""
+    from vla_ros.sim.paraphrase import lexicon
+
+    if not tasks or not all({"family", "colour", "shape"} <= set(t) for t in tasks):
+        return None
+    return lexicon(tasks, texts)
+
+
+def initial_checkpoint(directory: str, meta: dict, overrides: dict) -> Checkpoint:
+    """The checkpoint `--init` fine-tunes: its robot interface must be the dataset's, and its
+    architecture is kept (so --head, --chunk-size and --set are refused)."""
+    if overrides:
+        raise SystemExit(f"--init {directory}: the checkpoint fixes the architecture; drop the overrides "
+                         f"{sorted(overrides)}")
+    ckpt = load_checkpoint(directory)
+    for key, ours in (("cameras", ckpt.robot.cameras), ("state_names", ckpt.robot.state_names),
+                      ("action_names", ckpt.robot.action_names)):
+        if list(meta[key]) != list(ours):
+            raise SystemExit(f"--init {directory}: its {key} {list(ours)} differ from the dataset's "
+                             f"{list(meta[key])}")
+    if abs(1.0 / float(meta["fps"]) - ckpt.robot.action_period) > 1e-9:
+        raise SystemExit(f"--init {directory}: action period {ckpt.robot.action_period} s differs from the "
+                         f"dataset's 1/{meta['fps']} s")
+    return ckpt
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float = 0.1) -> float:
@@ -173,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--shift", type=int, default=4, help="random-shift augmentation in pixels (0 = off)")
     p.add_argument("--state-noise", type=float, default=0.0, help="Gaussian noise on the normalised state")
+    p.add_argument("--paraphrase", type=int, default=0, metavar="K",
+                   help="language augmentation: K generated paraphrases per task (sim/paraphrase.py), one "
+                        "drawn per sample in place of the recorded instruction (0 = off)")
+    p.add_argument("--paraphrase-keep", type=float, default=0.25,
+                   help="with --paraphrase: probability that a sample keeps its recorded instruction")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint's weights, architecture and normalisation")
+    p.add_argument("--casefold", action="store_true",
+                   help="the byte tokenizer casefolds instructions and collapses their whitespace")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--max-episodes", type=int, default=0, help="use only the first N episodes (0 = all)")
@@ -256,30 +330,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk_size:
         overrides["chunk_size"] = args.chunk_size
     cameras = list(meta["cameras"])
-    config = make_config(args.config, cameras=cameras, state_dim=len(meta["state_names"]),
-                         action_dim=len(meta["action_names"]), **overrides)
     train_eps = [episodes[i] for i in train_ids]
-    norm = Normalizer.fit(np.concatenate([e.state for e in train_eps]),
-                          np.concatenate([e.action for e in train_eps]))
+    init = initial_checkpoint(args.init, meta, overrides) if args.init else None
+    if init is not None:  # fine-tuning: the checkpoint's architecture and normalisation
+        config, norm = init.model.config, init.normalizer
+    else:
+        config = make_config(args.config, cameras=cameras, state_dim=len(meta["state_names"]),
+                             action_dim=len(meta["action_names"]), **overrides)
+        norm = Normalizer.fit(np.concatenate([e.state for e in train_eps]),
+                              np.concatenate([e.action for e in train_eps]))
     train = build_frames(train_eps, cameras, config.image_size, config.chunk_size, norm)
     val = build_frames([episodes[i] for i in val_ids], cameras, config.image_size, config.chunk_size, norm) \
         if val_ids else None
-    tokenizer = ByteTokenizer()
+    tokenizer = ByteTokenizer(casefold=args.casefold)
 
-    def tokens(frames: Frames):
-        ids, mask, _ = batch_encode(tokenizer, frames.texts, config.max_instruction_tokens)
-        return ids, mask
-
+    pool = InstructionPool(train, tokenizer, config.max_instruction_tokens, args.paraphrase,
+                           args.paraphrase_keep, args.seed)
+    lexicon = grounding_lexicon(train.tasks, pool.texts)
     if device.type != "cpu":
         train = frames_to(train, device)
         val = frames_to(val, device) if val is not None else None
 
-    train_tok = tokens(train)
-    val_tok = tokens(val) if val is not None else None
+    train_tok = pool.ids, pool.mask
+    val_tok = None if val is None else batch_encode(tokenizer, val.texts, config.max_instruction_tokens)[:2]
     robot = RobotMeta(state_names=list(meta["state_names"]), action_names=list(meta["action_names"]),
                       cameras=cameras, action_period=1.0 / float(meta["fps"]))
 
-    model = VLAModel(config).to(device)
+    model = VLAModel(config)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict(), strict=True)
+    model = model.to(device)
     model.train()
     def decays(name: str, p: torch.Tensor) -> bool:
         return p.ndim >= 2 and "embed" not in name and "queries" not in name
@@ -309,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.config} head={config.head}: {n_params / 1e6:.2f}M parameters; "
           f"{len(train_ids)} train / {len(val_ids)} val episodes, {len(train.state)} train frames, "
-          f"{len(train.texts)} distinct instructions", file=sys.stderr)
+          f"{len(train.texts)} distinct instructions"
+          + (f", {args.paraphrase} paraphrases of each" if args.paraphrase else ""), file=sys.stderr)
 
     def save(step: int, final: bool) -> None:
         val_loss = history[-1]["val_loss"] if history else float("nan")
@@ -319,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                             "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                             "fps": meta["fps"]},
                 "val_loss": val_loss, "parameters": n_params, "finished": final}
-        save_checkpoint(out, Checkpoint(model, tokenizer, norm, robot, info))
+        save_checkpoint(out, Checkpoint(model, tokenizer, norm, robot, info, lexicon=lexicon))
         torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step,
                     "history": history, "torch_gen": gen.get_state(), "sampler": sampler.bit_generator.state,
                     "torch_rng": torch.get_rng_state()}, state_path)
@@ -334,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
         idx = sampler.integers(0, len(train.state), args.batch_size)
         ids, mask, images, state, actions = make_batch(train, idx, *train_tok, shift=args.shift,
-                                                       generator=gen, state_noise=args.state_noise)
+                                                       generator=gen, state_noise=args.state_noise,
+                                                       token_rows=pool.rows(train.instruction[idx], sampler))
         loss = model(ids, mask, images, state, actions, generator=gen)["loss"]
         optim.zero_grad(set_to_none=True)
         loss.backward()

@@ -28,9 +28,12 @@ def _num(stats: dict, key: str, scale: float = 1.0) -> float:
 
 
 def status_fields(
-    feedback, stats: dict, *, goal_active: bool, instruction: str, estop: bool, last_reason: str
+    feedback, stats: dict, *, goal_active: bool, instruction: str, estop: bool, last_reason: str,
+    grounding=None,
 ) -> dict[str, Any]:
-    """The VlaStatus fields (minus header) from Runtime.feedback() and Runtime.stats()."""
+    """The VlaStatus fields (minus header) from Runtime.feedback() and Runtime.stats();
+    ``grounding``: Runtime.goal_grounding() (core/grounding.py's Grounding, or None)."""
+    checked = goal_active and grounding is not None
     return {
         "state": feedback.state,
         "goal_active": goal_active,
@@ -49,6 +52,8 @@ def status_fields(
         "actions_buffered": max(int(feedback.buffered), 0),
         "estop": estop,
         "last_termination_reason": last_reason,
+        "instruction_confidence": float(grounding.confidence) if checked else -1.0,
+        "instruction_grounding": grounding.summary() if checked else "",
     }
 
 

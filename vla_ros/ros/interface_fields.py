@@ -58,6 +58,8 @@ STATUS: dict[str, str] = {
     "actions_buffered": "uint32",
     "estop": "bool",
     "last_termination_reason": "string",
+    "instruction_confidence": "float32",
+    "instruction_grounding": "string",
 }
 # The remote policy (policy_server <-> vla_node with policy_process: remote).
 POLICY_CHUNK: dict[str, str] = {

@@ -17,6 +17,7 @@ from vla_ros.core.runtime_types import (
     BLEND_RULES,
     EXECUTIONS,
     GOAL_POLICIES,
+    GROUNDING_MODES,
     INTERPOLATIONS,
     RTC_MODES,
     STARVATION_POLICIES,
@@ -308,6 +309,15 @@ PARAMS: tuple[Param, ...] = (
         "A new goal while one runs: preempt it or reject the new one",
         "preempt or reject",
         _one_of(GOAL_POLICIES),
+    ),
+    Param(
+        "instruction_grounding",
+        "reject",
+        "A goal whose instruction names no task or object the model's lexicon (grounding.json) knows: "
+        "reject it (REJECTED, 'instruction not understood: ...'), accept it with a warning, or skip "
+        "the check",
+        "reject, warn or off",
+        _one_of(GROUNDING_MODES),
     ),
     Param(
         "goal_timeout_s",
@@ -642,6 +652,7 @@ def runtime_config(config: NodeConfig, spec) -> RuntimeConfig:
         goal_timeout_s=config.goal_timeout_s,
         goal_max_steps=config.max_steps,
         goal_policy=config.goal_policy,
+        instruction_grounding=config.instruction_grounding,
         joint_lower=config.position_lower,
         joint_upper=config.position_upper,
         max_velocity=config.velocity_limit,

@@ -480,6 +480,7 @@ class VlaNode(LifecycleNode):
             instruction=instruction,
             estop=self._estop,
             last_reason=last_reason,
+            grounding=runtime.goal_grounding(),
         )
 
     def publish_status(self) -> None:

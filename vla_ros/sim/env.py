@@ -19,6 +19,7 @@ import numpy as np
 from vla_ros.sim import scene as sc
 from vla_ros.sim.expert import ExpertPlan, plan_for
 from vla_ros.sim.kinematics import top_down_ik
+from vla_ros.sim.paraphrase import INSTRUCTION_STYLES, restyle
 from vla_ros.sim.tasks import PICK_LIFT, TaskSpec, sample_task
 
 HOME_TOOL = np.array([0.12, 0.0, 0.20])  # start pose: high and back, clear of the scene camera's view
@@ -34,7 +35,11 @@ class TabletopEnv(gym.Env):
 
     def __init__(self, image_size: tuple[int, int] = (64, 64), action_period: float = 0.1,
                  seed: int | None = 0, num_objects: int = 3, max_steps: int = 100,
-                 init_noise: float = 0.05, templates: str = "first", render_images: bool = True):
+                 init_noise: float = 0.05, templates: str = "first", render_images: bool = True,
+                 instructions: str = "templated"):
+        """``instructions`` rewords each episode's instruction (sim/paraphrase.py: templated,
+        paraphrase, held-out, casing) from its own seeded stream, so the scenes stay those of the
+        templated run with the same seeds."""
         if action_period <= 0 or action_period < sc.PHYSICS_TIMESTEP:
             raise ValueError(f"action_period={action_period} must be >= the physics timestep "
                              f"{sc.PHYSICS_TIMESTEP} s")
@@ -47,6 +52,10 @@ class TabletopEnv(gym.Env):
         self.max_steps = max_steps
         self.init_noise = init_noise
         self.templates = templates
+        if instructions not in INSTRUCTION_STYLES:
+            raise ValueError(f"instructions={instructions!r}; valid: {', '.join(INSTRUCTION_STYLES)}")
+        self.instructions = instructions
+        self._wording_rng = np.random.default_rng(0)
         self.render_images = render_images
         self.state_names = list(sc.JOINT_NAMES)
         self.action_names = list(sc.JOINT_NAMES)
@@ -84,11 +93,15 @@ class TabletopEnv(gym.Env):
         if seed is None and self._initial_seed is not None:
             seed, self._initial_seed = self._initial_seed, None
         super().reset(seed=seed)
+        if seed is not None:
+            self._wording_rng = np.random.default_rng([seed, 1])
         options = dict(options or {})
         task = task or options.get("task")
         self.task = sample_task(self.np_random, family=task, colour=colour or options.get("colour"),
                                 shape=shape or options.get("shape"), num_objects=self.num_objects,
                                 templates=self.templates)
+        self.task.instruction = restyle(self.instructions, self.task.family, self.task.colour,
+                                        self.task.shape, self.task.instruction, self._wording_rng)
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         home = top_down_ik(HOME_TOOL) + self.np_random.uniform(-self.init_noise, self.init_noise, 5)
