@@ -113,3 +113,30 @@ def test_paraphrase_pool_draws_generated_instructions_and_keeps_the_recorded_one
     assert (pool.rows(frames.instruction, np.random.default_rng(0)) == rows).all()  # seeded
     off = InstructionPool(frames, ByteTokenizer(), 96, k=0)
     assert (off.rows(frames.instruction, np.random.default_rng(0)) == frames.instruction).all()
+
+
+def test_pretrained_token_embeddings_train_load_and_stay_out_of_the_checkpoint(tmp_path):
+    """--tokenizer wordllama: the Llama-2 BPE and its frozen [32000, 256] table from the installed
+    package; the checkpoint keeps only the projection and the table's SHA-256, and loads again."""
+    import pytest
+    from safetensors.torch import load_file
+
+    from vla_ros.models.tokenizer import FileTokenizer, embedding_table
+
+    pytest.importorskip("wordllama", reason="the optional extra `language` (make venv installs it)")
+    data = write_synthetic_dataset(tmp_path / "data", n=8)
+    out = tmp_path / "ckpt"
+    assert main(["--data", str(data), "--out", str(out), "--steps", "4", "--batch-size", "4",
+                 "--val-every", "4", "--warmup", "1", "--threads", "1", "--quiet", "--tokenizer", "wordllama",
+                 "--casefold", *SMALL]) == 0
+    saved = load_file(str(out / "model.safetensors"))
+    assert "language.embed_tokens.proj.weight" in saved and not any("table" in k for k in saved)
+    assert sum(v.numel() for v in saved.values()) < 1_000_000  # the 8.2M-entry table is not in it
+    ckpt = load_checkpoint(out)
+    assert isinstance(ckpt.tokenizer, FileTokenizer) and ckpt.model.config.vocab_size == 32000
+    assert ckpt.tokenizer.encode("PICK Up", 16).ids == ckpt.tokenizer.encode("pick up", 16).ids
+    table, digest = embedding_table("wordllama")
+    assert ckpt.model.config.token_embeddings_sha256 == digest
+    assert torch.equal(ckpt.model.language.embed_tokens.table, table)  # frozen: as read, after training
+    with pytest.raises(ValueError, match="was trained with"):
+        embedding_table("wordllama", sha256="0" * 64)

@@ -5,10 +5,19 @@ encodes without an unknown token, there is nothing to train or download, the voc
 the embedding tiny, and robot instructions are short, so the longer byte sequences cost little
 (they live in the prefix cache, computed once per goal). ``FileTokenizer`` wraps a `tokenizers`
 ``tokenizer.json`` (e.g. SmolLM2's, from a local directory) for pretrained language models.
+
+``pretrained_vocabulary`` finds a tokenizer with a pretrained token-embedding table, for
+``VLAConfig.token_embeddings``: ``"wordllama"`` is the PyPI package wordllama 0.4 (MIT code; its
+Llama-2 32,000-token BPE and a [32000, 256] table distilled from Llama-2-tokenizer models, which
+carry the Llama 2 Community License's terms, so vla_ros installs them from PyPI as the optional
+extra ``language`` and never copies the table into a checkpoint), or a local directory with a
+tokenizer.json and an embeddings.safetensors holding one [vocab, width] tensor. Never a hub.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +69,15 @@ class FileTokenizer:
 
     kind = "tokenizers"
 
-    def __init__(self, path: str | Path):
-        from tokenizers import Tokenizer
+    def __init__(self, path: str | Path, casefold: bool = False):
+        """``casefold`` adds a Lowercase normaliser in front of the file's own (saved with it)."""
+        from tokenizers import Tokenizer, normalizers
 
         self.path = Path(path)
         self._tok = Tokenizer.from_file(str(self.path))
+        if casefold:
+            own = self._tok.normalizer
+            self._tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *([own] if own else [])])
         self.vocab_size = self._tok.get_vocab_size()
         self.pad_id = 0
         bos = self._tok.token_to_id("<|endoftext|>") or self._tok.token_to_id("<s>")
@@ -83,6 +96,45 @@ class FileTokenizer:
 
 
 Tokenizer = ByteTokenizer | FileTokenizer
+
+WORDLLAMA = "wordllama"
+WORDLLAMA_FILES = ("tokenizers/l2_supercat_tokenizer_config.json", "weights/l2_supercat_256.safetensors")
+
+
+def pretrained_vocabulary(source: str) -> tuple[Path, Path]:
+    """(tokenizer.json, embeddings.safetensors) of ``source``: "wordllama" or a local directory."""
+    if source == WORDLLAMA:
+        spec = importlib.util.find_spec(WORDLLAMA)
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError(
+                "token_embeddings 'wordllama' needs the PyPI package wordllama==0.4.0.post1 "
+                "(pip install 'vla_ros[language]'); no hub is read")
+        root = Path(spec.origin).parent
+        paths = tuple(root / f for f in WORDLLAMA_FILES)
+    else:
+        root = Path(source)
+        paths = (root / TOKENIZER_FILE, root / "embeddings.safetensors")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"token_embeddings {source!r}: {path} is missing")
+    return paths
+
+
+def embedding_table(source: str, sha256: str | None = None) -> tuple[torch.Tensor, str]:
+    """The frozen table [vocab, width] of ``source`` as float32 and the SHA-256 of its file;
+    raises ValueError when ``sha256`` is given and differs (another table than the model's)."""
+    from safetensors.torch import load_file
+
+    _, weights = pretrained_vocabulary(source)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise ValueError(f"token_embeddings {source!r}: {weights} has SHA-256 {digest[:12]}..., the model "
+                         f"was trained with {sha256[:12]}...")
+    tensors = load_file(str(weights))
+    if len(tensors) != 1 or next(iter(tensors.values())).ndim != 2:
+        raise ValueError(f"token_embeddings {source!r}: {weights} must hold one [vocab, width] tensor, has "
+                         f"{ {k: tuple(v.shape) for k, v in tensors.items()} }")
+    return next(iter(tensors.values())).float(), digest
 
 
 def _truncate(ids: list[int], max_tokens: int) -> Encoded:

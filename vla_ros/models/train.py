@@ -26,8 +26,14 @@ from tqdm import tqdm
 from vla_ros.data.dataset import Episode, load_dataset
 from vla_ros.models.checkpoint import Checkpoint, RobotMeta, load_checkpoint, save_checkpoint
 from vla_ros.models.normalization import Normalizer
-from vla_ros.models.tokenizer import ByteTokenizer, batch_encode
-from vla_ros.models.vla import PRESETS, VLAModel, make_config
+from vla_ros.models.tokenizer import (
+    ByteTokenizer,
+    FileTokenizer,
+    batch_encode,
+    embedding_table,
+    pretrained_vocabulary,
+)
+from vla_ros.models.vla import PRESETS, VLAConfig, VLAModel, make_config
 
 STATE_FILE = "train_state.pt"
 
@@ -172,6 +178,34 @@ def grounding_lexicon(tasks: list[dict], texts: list[str]) -> dict | None:
     return lexicon(tasks, texts)
 
 
+def make_tokenizer(name: str, casefold: bool):
+    """The tokenizer of `--tokenizer` and the VLAConfig fields it sets ({} for bytes)."""
+    if name == "bytes":
+        return ByteTokenizer(casefold=casefold), {}
+    try:
+        tokenizer_path, _ = pretrained_vocabulary(name)
+        _, digest = embedding_table(name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"--tokenizer {name}: {exc}") from exc
+    tokenizer = FileTokenizer(tokenizer_path, casefold=casefold)
+    return tokenizer, {"token_embeddings": name, "token_embeddings_sha256": digest,
+                       "vocab_size": tokenizer.vocab_size}
+
+
+def load_initial_weights(model: VLAModel, state: dict, allow_fresh: bool) -> None:
+    """`--init`'s weights into ``model``, strictly unless ``allow_fresh`` (a new tokenizer: its
+    embedding starts fresh, and each tensor that does is named)."""
+    target = model.state_dict()
+    fresh = sorted(k for k in target if k not in state or state[k].shape != target[k].shape)
+    unused = sorted(k for k in state if k not in target)
+    if (fresh or unused) and not allow_fresh:
+        raise SystemExit(f"--init: the checkpoint does not match the model: missing {fresh}, "
+                         f"unexpected {unused}")
+    model.load_state_dict({k: v for k, v in state.items() if k in target and k not in fresh}, strict=False)
+    if fresh or unused:
+        print(f"--init: fresh {fresh}; not used from the checkpoint {unused}", file=sys.stderr)
+
+
 def initial_checkpoint(directory: str, meta: dict, overrides: dict) -> Checkpoint:
     """The checkpoint `--init` fine-tunes: its robot interface must be the dataset's, and its
     architecture is kept (so --head, --chunk-size and --set are refused)."""
@@ -245,8 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --paraphrase: probability that a sample keeps its recorded instruction")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint's weights, architecture and normalisation")
+    p.add_argument("--tokenizer", default="bytes",
+                   help="bytes (the byte tokenizer, embeddings learned), or a pretrained vocabulary with its "
+                        "frozen embedding table: wordllama (PyPI package, extra `language`) or a local "
+                        "directory with tokenizer.json and embeddings.safetensors")
     p.add_argument("--casefold", action="store_true",
-                   help="the byte tokenizer casefolds instructions and collapses their whitespace")
+                   help="the tokenizer casefolds instructions (the byte tokenizer also collapses whitespace)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--max-episodes", type=int, default=0, help="use only the first N episodes (0 = all)")
@@ -332,17 +370,19 @@ def main(argv: list[str] | None = None) -> int:
     cameras = list(meta["cameras"])
     train_eps = [episodes[i] for i in train_ids]
     init = initial_checkpoint(args.init, meta, overrides) if args.init else None
+    tokenizer, vocabulary = make_tokenizer(args.tokenizer, args.casefold)
     if init is not None:  # fine-tuning: the checkpoint's architecture and normalisation
         config, norm = init.model.config, init.normalizer
+        if vocabulary:
+            config = VLAConfig.from_dict({**config.to_dict(), **vocabulary})
     else:
         config = make_config(args.config, cameras=cameras, state_dim=len(meta["state_names"]),
-                             action_dim=len(meta["action_names"]), **overrides)
+                             action_dim=len(meta["action_names"]), **overrides, **vocabulary)
         norm = Normalizer.fit(np.concatenate([e.state for e in train_eps]),
                               np.concatenate([e.action for e in train_eps]))
     train = build_frames(train_eps, cameras, config.image_size, config.chunk_size, norm)
     val = build_frames([episodes[i] for i in val_ids], cameras, config.image_size, config.chunk_size, norm) \
         if val_ids else None
-    tokenizer = ByteTokenizer(casefold=args.casefold)
 
     pool = InstructionPool(train, tokenizer, config.max_instruction_tokens, args.paraphrase,
                            args.paraphrase_keep, args.seed)
@@ -358,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = VLAModel(config)
     if init is not None:
-        model.load_state_dict(init.model.state_dict(), strict=True)
+        load_initial_weights(model, init.model.state_dict(), allow_fresh=bool(vocabulary))
     model = model.to(device)
     model.train()
     def decays(name: str, p: torch.Tensor) -> bool:

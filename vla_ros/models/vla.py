@@ -51,6 +51,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from vla_ros.models.tokenizer import embedding_table
+
 DEFAULT_CAMERAS = ["scene", "wrist"]
 
 
@@ -80,6 +82,11 @@ class VLAConfig(PreTrainedConfig):
     lm_kv_heads: int = 2
     lm_mlp: int = 256
     max_instruction_tokens: int = 320
+    # Pretrained token embeddings (tokenizer.py's pretrained_vocabulary: "wordllama" or a local
+    # directory): a frozen table, read again from its source at build time and checked against
+    # this SHA-256, then a learned projection to lm_width. None: embeddings learned from scratch.
+    token_embeddings: str | None = None
+    token_embeddings_sha256: str | None = None
     rope_theta: float = 10000.0
     # action head
     head: str = "regression"  # "regression" | "flow"
@@ -233,6 +240,19 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+class PretrainedTokenEmbedding(nn.Module):
+    """A frozen pretrained table [V, E] (a non-persistent buffer: the checkpoint keeps only the
+    projection, the table is read from its source) and a learned projection E -> D."""
+
+    def __init__(self, table: torch.Tensor, width: int):
+        super().__init__()
+        self.register_buffer("table", table, persistent=False)
+        self.proj = nn.Linear(table.shape[1], width)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, D]
+        return self.proj(self.table[input_ids])
+
+
 class VLAModel(PreTrainedModel):
     config_class = VLAConfig
     base_model_prefix = "vla"
@@ -246,6 +266,12 @@ class VLAModel(PreTrainedModel):
         C, P, H = len(config.cameras), config.tokens_per_camera, config.chunk_size
         self.vision = SiglipVisionModel(vision_cfg)
         self.language = LlamaModel(lm_cfg)
+        if config.token_embeddings:
+            table, _ = embedding_table(config.token_embeddings, config.token_embeddings_sha256)
+            if table.shape[0] != lm_cfg.vocab_size:
+                raise ValueError(f"token_embeddings {config.token_embeddings!r} has {table.shape[0]} rows, "
+                                 f"vocab_size is {lm_cfg.vocab_size}")
+            self.language.embed_tokens = PretrainedTokenEmbedding(table, D)
         # connector: pooled patch features -> language width (SmolVLA-style pooling + MLP)
         self.connector = nn.Sequential(nn.LayerNorm(Dv), nn.Linear(Dv, D), nn.GELU(), nn.Linear(D, D))
         self.visual_embed = nn.Parameter(torch.zeros(C, P, D))  # camera identity x pooled position
