@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(0.1)
     runtime.start()
     baseline.start()
-    goal = runtime.start_goal("wave the arm slowly")
+    goal = runtime.start_goal("pick up the red cube")  # an instruction the default model grounds
     floor = start_floor_probe(seconds - 1.0, args.rate, args.spin_us * 1e-6, not args.no_realtime)
     time.sleep(seconds)
     runtime_stats = runtime.stats()
