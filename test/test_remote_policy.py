@@ -55,12 +55,22 @@ def observation(spec, stamp, seed):
     return Observation(stamp, images, rng.normal(size=spec.state_dim).astype(np.float32))
 
 
+LEXICON = {"slots": {"task": {"pick": ["pick", "grab"]}, "colour": {"red": ["red"]},
+                     "shape": {"cube": ["cube"]}}}
+
+
 def test_remote_chunks_equal_local_ones_and_carry_the_servers_timings(rclpy_context):
-    server = Server(rclpy_context, ImageProbePolicy())
+    from dataclasses import replace
+
+    from vla_ros.core.scripted_policy import default_spec
+
+    spec = replace(default_spec(), lexicon=LEXICON)
+    server = Server(rclpy_context, ImageProbePolicy(spec=spec))
     client = RemotePolicy(rclpy_context, "/test_policy_server", call_timeout_s=5.0, start_timeout_s=20.0)
     try:
-        local = ImageProbePolicy()
+        local = ImageProbePolicy(spec=spec)
         assert client.spec == local.spec
+        assert client.spec.lexicon == LEXICON  # the node grounds goals against the server's model
         ctx = client.encode_instruction("pick up the red cube")
         assert ctx.num_tokens == 5 and not ctx.truncated
         local_ctx = local.encode_instruction("pick up the red cube")

@@ -91,6 +91,7 @@ DESCRIBE_RESPONSE: dict[str, str] = {
     "image_width": "uint32",
     "action_mode": "string",
     "gripper_index": "int32",
+    "lexicon_json": "string",
 }
 
 # TerminationReason values (docs/CONTRACTS.md) plus "rejected"; each is a string constant of the

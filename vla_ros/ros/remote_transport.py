@@ -22,11 +22,14 @@ within that lease (about one chunk period of the default model), without a call 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from rclpy.duration import Duration
 from rclpy.qos import LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 
+from vla_ros.core.grounding import Lexicon
 from vla_ros.core.policy import PolicySpec
 from vla_ros.ros.interface_fields import DESCRIBE_RESPONSE, fill, read
 
@@ -84,15 +87,25 @@ def describe(response, spec: PolicySpec):
                 chunk_size=spec.chunk_size, action_period=spec.action_period, cameras=spec.cameras,
                 image_height=spec.image_size[0], image_width=spec.image_size[1],
                 action_mode=spec.action_mode,
-                gripper_index=-1 if spec.gripper_index is None else spec.gripper_index)
+                gripper_index=-1 if spec.gripper_index is None else spec.gripper_index,
+                lexicon_json=json.dumps(spec.lexicon) if spec.lexicon is not None else "")
 
 
 def spec_from(response) -> PolicySpec:
+    """The PolicySpec of a DescribePolicy response (its lexicon checked, so a bad one fails here,
+    at configure, by name)."""
     fields = read(response, DESCRIBE_RESPONSE)
+    lexicon = None
+    if fields["lexicon_json"]:
+        try:
+            lexicon = json.loads(fields["lexicon_json"])
+            Lexicon(lexicon)
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"the policy_server's lexicon_json is unusable: {exc}") from exc
     return PolicySpec(
         action_names=tuple(fields["action_names"]), state_names=tuple(fields["state_names"]),
         chunk_size=int(fields["chunk_size"]), action_period=float(fields["action_period"]),
         cameras=tuple(fields["cameras"]),
         image_size=(int(fields["image_height"]), int(fields["image_width"])),
         action_mode=fields["action_mode"],
-        gripper_index=None if fields["gripper_index"] < 0 else int(fields["gripper_index"]))
+        gripper_index=None if fields["gripper_index"] < 0 else int(fields["gripper_index"]), lexicon=lexicon)
