@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STAMPS := .stamps
 
-.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow clean
+.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language clean
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -47,24 +47,21 @@ test-ros: venv interfaces
 demo: venv interfaces
 	$(ENV) && vla_ros demo $(DEMO_ARGS)
 
-# The default checkpoint (models.policy.default_checkpoint()), in two stages:
-# 1. base: 2000 scripted-expert demonstrations plus 2000 with DART noise injection, behaviour
-#    cloning of the `tiny` config, 10066 steps of batch 128 on 2 threads (~65 min here; the step
-#    count is what `--max-seconds 3900` chose on this machine, fixed so the run reproduces) into
-#    out/train/tiny_base (the default checkpoint until issue 16);
-# 2. language: 3000 steps fine-tuning that model (--init) with language augmentation (64 generated
-#    paraphrases per task, sim/paraphrase.py, one drawn per sample, the recorded template kept for
-#    a quarter) and a casefolding byte tokenizer (~33 min; the paraphrases' longer prefixes slow
-#    a step from 0.39 to 0.65 s, which is why it is a fine-tune and not a second full run).
-# TRAIN_ARGS="--device cuda" trains on a GPU. The recipe is also recorded in checkpoints/tiny/training.json;
-# `make checkpoint-flow` trains the base recipe with the flow-matching head (checkpoints/tiny_flow).
+# The default checkpoint (models.policy.default_checkpoint()): 2000 scripted-expert demonstrations
+# plus 2000 with DART noise injection, behaviour cloning of the `tiny` config, 10066 steps of batch
+# 128 on 2 threads (~65 min here; the step count is what `--max-seconds 3900` chose on this machine,
+# fixed so the run reproduces). TRAIN_ARGS="--device cuda" trains on a GPU. The recipe is also
+# recorded in checkpoints/tiny/training.json; `make checkpoint-flow` trains it with the flow-matching
+# head (checkpoints/tiny_flow). `make checkpoint-language` fine-tunes the default for 3000 steps
+# (--init) with language augmentation (64 generated paraphrases per task, sim/paraphrase.py) and a
+# casefolding byte tokenizer into out/train/tiny_lang (~36 min; not the default: see docs/MODEL.md).
 CHECKPOINT_EPISODES ?= 2000
 TRAIN_ARGS ?= --threads 2
 TRAIN_RECIPE = --data out/data/sim out/data/dart --config tiny --lr 1.5e-3 --batch-size 128 --warmup 300 \
 	--state-noise 0.3 --val-every 1000 --steps 10066
 LANGUAGE_RECIPE = --data out/data/sim out/data/dart --lr 5e-4 --batch-size 128 --warmup 100 --state-noise 0.3 \
 	--val-every 500 --steps 3000 --paraphrase 64 --casefold
-BASE_CHECKPOINT = out/train/tiny_base
+
 # The demonstrations are collected once (about 16 min here) and kept for both heads; `make
 # checkpoint-data` collects them again.
 CHECKPOINT_DATA = out/data/sim/meta.json out/data/dart/meta.json
@@ -78,12 +75,11 @@ out/data/dart/meta.json:
 	$(ENV) && python -m vla_ros.models.demos --episodes $(CHECKPOINT_EPISODES) --noise 0.1 --seed 10000 \
 		--out out/data/dart --overwrite
 
-$(BASE_CHECKPOINT)/model.safetensors: | venv $(CHECKPOINT_DATA)
-	$(ENV) && vla_ros train $(TRAIN_RECIPE) --out $(BASE_CHECKPOINT) $(TRAIN_ARGS)
+checkpoint: venv $(CHECKPOINT_DATA)
+	$(ENV) && vla_ros train $(TRAIN_RECIPE) --out checkpoints/tiny --state-dir out/train/tiny $(TRAIN_ARGS)
 
-checkpoint: venv $(CHECKPOINT_DATA) $(BASE_CHECKPOINT)/model.safetensors
-	$(ENV) && vla_ros train --init $(BASE_CHECKPOINT) $(LANGUAGE_RECIPE) --out checkpoints/tiny \
-		--state-dir out/train/tiny $(TRAIN_ARGS)
+checkpoint-language: venv $(CHECKPOINT_DATA)
+	$(ENV) && vla_ros train --init checkpoints/tiny $(LANGUAGE_RECIPE) --out out/train/tiny_lang $(TRAIN_ARGS)
 
 checkpoint-flow: venv $(CHECKPOINT_DATA)
 	$(ENV) && vla_ros train $(TRAIN_RECIPE) --head flow --out checkpoints/tiny_flow --state-dir out/train/tiny_flow \
