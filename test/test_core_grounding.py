@@ -13,7 +13,7 @@ from core_doubles import FakeClock
 from vla_ros.core.grounding import Lexicon, one_slip
 from vla_ros.core.runtime import Runtime, RuntimeConfig
 from vla_ros.core.scripted_policy import ScriptedPolicy, default_spec, make_observation
-from vla_ros.sim.paraphrase import HELD_OUT, lexicon, paraphrase
+from vla_ros.sim.paraphrase import HELD_OUT, held_out, lexicon, paraphrase, phrasings
 from vla_ros.sim.scene import COLOURS, SHAPES
 from vla_ros.sim.tasks import INSTRUCTION_TEMPLATES
 
@@ -125,3 +125,48 @@ def test_runtime_warn_accepts_and_off_skips_the_check(lex):
     assert rt.start_goal("make me a coffee").accepted and rt.goal_grounding() is None
     with pytest.raises(ValueError, match="instruction_grounding must be one of"):
         RuntimeConfig(instruction_grounding="maybe").validate()
+
+
+def test_phrasings_come_from_the_recorded_instructions_and_rephrase_every_reading():
+    recorded = [INSTRUCTION_TEMPLATES[t["family"]][0].format(**t) for t in TASKS]
+    tasks = [*TASKS, {"family": "pick", "colour": "red", "shape": "cube"}]  # a paraphrase is no phrasing
+    found = phrasings(tasks, [*recorded, "grab the red block"])
+    assert found == {f: INSTRUCTION_TEMPLATES[f][0] for f in ("pick", "place")}
+    lex = Lexicon(lexicon(TASKS, recorded, recorded))
+    assert Lexicon(lex.to_dict()).phrasings == found  # grounding.json keeps them
+    rng = np.random.default_rng(3)
+    for task, canonical in zip(TASKS, recorded, strict=True):
+        for text in (canonical, held_out(task["family"], task["colour"], task["shape"], rng),
+                     paraphrase(task["family"], task["colour"], task["shape"], rng, typos=False)):
+            assert lex.phrase(lex.ground(text)) == canonical, text
+    assert lex.phrase(lex.ground("make me a coffee")) is None
+    assert Lexicon(lexicon(TASKS, recorded)).phrase(lex.ground(recorded[0])) is None  # none recorded
+
+
+def test_a_phrasing_with_other_fields_is_refused_by_name():
+    data = {"slots": {"task": {"pick": ["pick"]}, "colour": {}, "shape": {}},
+            "phrasings": {"pick": "pick up the {size} {shape}"}}
+    with pytest.raises(ValueError, match="may use only {colour} and {shape}"):
+        Lexicon(data)
+    with pytest.raises(ValueError, match="phrasing for unknown task 'stack'"):
+        Lexicon({**data, "phrasings": {"stack": "stack the {colour} {shape}"}})
+
+
+@pytest.mark.parametrize("rewrite", ["canonical", "off"])
+def test_the_model_gets_its_own_phrasing_and_the_result_says_so(lex, rewrite):
+    recorded = [INSTRUCTION_TEMPLATES[t["family"]][0].format(**t) for t in TASKS]
+    spec = replace(default_spec(), lexicon=lexicon(TASKS, recorded, recorded))
+    clock, results = FakeClock(), []
+    policy = ScriptedPolicy(spec=spec)
+    rt = Runtime(policy, RuntimeConfig(instruction_rewrite=rewrite), lambda c: None, clock, results.append)
+    rt.submit_observation(make_observation(spec, clock(), np.zeros(spec.state_dim, np.float32)))
+    typed = "Could you GRAB the bleu block, please?"
+    assert rt.start_goal(typed).accepted
+    rt.infer_once()
+    rt.cancel_goal()
+    expected = "pick up the blue cube" if rewrite == "canonical" else typed
+    assert policy.instructions == [expected]
+    note = f"instruction read as {expected!r}"
+    assert (note in results[-1].message) == (rewrite == "canonical"), results[-1]
+    with pytest.raises(ValueError, match="instruction_rewrite must be one of"):
+        RuntimeConfig(instruction_rewrite="always").validate()

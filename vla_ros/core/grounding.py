@@ -15,6 +15,13 @@ ignores punctuation, accepts inflections (picking, lifted, cubes) and one typing
 inserted, dropped, changed or swapped letter) in a word of three or more letters when exactly
 one lexicon word of four or more letters is that close.
 
+A lexicon may also carry *phrasings*: per task, the instruction the policy was trained with, with
+``{colour}`` and ``{shape}`` for the object ("pick up the {colour} {shape}"). ``Lexicon.phrase``
+turns a grounded reading into that sentence, which the runtime hands the model instead of the
+words the user typed (``instruction_rewrite`` "canonical"): a small model trained on one phrasing
+then follows any instruction the check reads, in any casing, with typing slips. The user's words
+stay on the goal; the result message says what the model was given.
+
 The decision uses the slots only. ``confidence`` (0..1) is reported beside it: the share of
 slots found, times 0.85 per corrected typing slip, times one minus half the share of words the
 training instructions never used.
@@ -113,6 +120,7 @@ class Lexicon:
             self.slots = {s: {v: tuple(ws) for v, ws in data["slots"][s].items()} for s in SLOTS}
             self.destinations = {f: tuple(ws) for f, ws in data.get("destinations", {}).items()}
             self.known_words = frozenset(data.get("known_words", ()))
+            self.phrasings = {str(f): str(p) for f, p in data.get("phrasings", {}).items()}
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
                 f"lexicon: needs 'slots' with {', '.join(SLOTS)} mapping values to word lists "
@@ -121,6 +129,16 @@ class Lexicon:
         for family in self.destinations:
             if family not in self.slots["task"]:
                 raise ValueError(f"lexicon: destination for unknown task {family!r}")
+        for family, phrasing in self.phrasings.items():
+            if family not in self.slots["task"]:
+                raise ValueError(f"lexicon: phrasing for unknown task {family!r}")
+            try:
+                phrasing.format(colour="", shape="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"lexicon: phrasing {phrasing!r} of task {family!r} may use only {{colour}} and "
+                    f"{{shape}} ({type(exc).__name__}: {exc})"
+                ) from exc
         # every form of every word -> (slot or "destination", value)
         self._forms: dict[str, tuple[str, str]] = {}
         for slot, values in self.slots.items():
@@ -134,11 +152,23 @@ class Lexicon:
                     self._forms[form] = ("destination", family)
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "slots": {s: {v: list(ws) for v, ws in vals.items()} for s, vals in self.slots.items()},
             "destinations": {f: list(ws) for f, ws in self.destinations.items()},
             "known_words": sorted(self.known_words),
         }
+        if self.phrasings:
+            data["phrasings"] = dict(self.phrasings)
+        return data
+
+    def phrase(self, grounding: Grounding) -> str | None:
+        """The policy's own phrasing of a grounded reading ("pick up the red cube"); None when the
+        instruction was not grounded or the lexicon has no phrasing for its task."""
+        if not grounding.grounded or grounding.reading["task"] not in self.phrasings:
+            return None
+        return self.phrasings[grounding.reading["task"]].format(
+            colour=grounding.reading["colour"], shape=grounding.reading["shape"]
+        )
 
     def lookup(self, word: str) -> tuple[tuple[str, str] | None, str]:
         """(slot, value) the word names, or None; and the lexicon form it was read as when it took

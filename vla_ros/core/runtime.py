@@ -244,7 +244,8 @@ class Runtime:
     def start_goal(self, instruction: str, timeout_s: float = 0, max_steps: int = 0) -> GoalDecision:
         """Accept or reject a goal. 0 means the config's default (which may itself be 0 = none).
         An instruction the policy's lexicon cannot ground is rejected as NOT_UNDERSTOOD
-        (``instruction_grounding`` "reject"; "warn" accepts it with a warning)."""
+        (``instruction_grounding`` "reject"; "warn" accepts it with a warning). A grounded one is
+        given to the model in the policy's own phrasing (``instruction_rewrite`` "canonical")."""
         now = self.clock()
         refusal = self._not_ready(now)
         grounding = self.ground(instruction) if not refusal and isinstance(instruction, str) else None
@@ -254,8 +255,13 @@ class Runtime:
             else:
                 log.warning("instruction %r not understood (%s); accepted (instruction_grounding=warn)",
                             instruction[:80], grounding.problem)
-        decision = self.runner.start_goal(instruction, now, timeout_s, max_steps, refusal)
+        lexicon, rewrite = self._lexicon, None
+        if grounding is not None and lexicon is not None and self.config.instruction_rewrite == "canonical":
+            rewrite = lexicon.phrase(grounding)
+        decision = self.runner.start_goal(instruction, now, timeout_s, max_steps, refusal, rewrite or "")
         if decision.accepted:
+            if rewrite and rewrite != instruction:
+                log.info("goal %d: instruction %r read as %r", decision.goal_id, instruction[:80], rewrite)
             with self._lock:
                 self._grounding = (decision.goal_id, grounding)
             if self.worker is not None:

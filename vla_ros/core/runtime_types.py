@@ -19,12 +19,14 @@ BlendRule = Literal["replace", "average", "crossfade", "ensemble"]
 StarvationPolicy = Literal["hold_last", "hold_measured"]
 GoalPolicy = Literal["preempt", "reject"]
 GroundingMode = Literal["reject", "warn", "off"]
+InstructionRewrite = Literal["canonical", "off"]
 ExecutionMode = Literal["async", "sync"]
 INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 BLEND_RULES: tuple[str, ...] = get_args(BlendRule)
 STARVATION_POLICIES: tuple[str, ...] = get_args(StarvationPolicy)
 GOAL_POLICIES: tuple[str, ...] = get_args(GoalPolicy)
 GROUNDING_MODES: tuple[str, ...] = get_args(GroundingMode)
+INSTRUCTION_REWRITES: tuple[str, ...] = get_args(InstructionRewrite)
 EXECUTIONS: tuple[str, ...] = get_args(ExecutionMode)
 RtcMode = Literal["off", "cheap", "exact"]  # real-time chunking's guidance (models/vla.py: Guide)
 RTC_MODES: tuple[str, ...] = get_args(RtcMode)
@@ -121,6 +123,11 @@ class RuntimeConfig:
     # What a goal whose instruction names no task or object the policy's lexicon knows does
     # (core/grounding.py): reject it, accept it with a warning, or skip the check.
     instruction_grounding: GroundingMode = "reject"
+    # canonical: the model is given its own phrasing of what the grounding check read (the
+    # lexicon's phrasings: "pick up the red cube" for "Could you grab the RED block?"); off, or
+    # an instruction the check did not read (grounding off, or not grounded under "warn"): the
+    # words as typed.
+    instruction_rewrite: InstructionRewrite = "canonical"
 
     # safety
     joint_lower: tuple[float, ...] | None = None
@@ -167,6 +174,11 @@ class RuntimeConfig:
             (
                 self.instruction_grounding in GROUNDING_MODES,
                 f"instruction_grounding must be one of {GROUNDING_MODES}, not {self.instruction_grounding!r}",
+            ),
+            (
+                self.instruction_rewrite in INSTRUCTION_REWRITES,
+                f"instruction_rewrite must be one of {INSTRUCTION_REWRITES}, "
+                f"not {self.instruction_rewrite!r}",
             ),
             (self.gripper_range[0] <= self.gripper_range[1], "gripper_range must be (low, high)"),
             (self.action_mode in (None, "absolute", "delta"), "action_mode must be absolute or delta"),

@@ -35,6 +35,11 @@ class Goal:
     first_chunk_at: float | None = None  # when the first chunk of this goal reached the buffer
     steps: int = 0
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a truncation)
+    # The text the model encodes: the instruction, or the policy's phrasing of what grounding read.
+    model_instruction: str = ""
+
+    def __post_init__(self) -> None:
+        self.model_instruction = self.model_instruction or self.instruction
 
 
 class TaskRunner:
@@ -78,11 +83,19 @@ class TaskRunner:
 
     # transitions --------------------------------------------------------------------------
     def start_goal(
-        self, instruction: str, now: float, timeout_s: float = 0, max_steps: int = 0, not_ready: str = ""
+        self,
+        instruction: str,
+        now: float,
+        timeout_s: float = 0,
+        max_steps: int = 0,
+        not_ready: str = "",
+        model_instruction: str = "",
     ) -> GoalDecision:
         """Accept a goal, preempting the active one or rejecting the new one per ``goal_policy``.
 
         ``not_ready``: a reason the runtime cannot take goals now (rejects with it).
+        ``model_instruction``: the text the model is to encode instead of ``instruction``; the
+        goal's result names it.
         """
         if not_ready:
             return GoalDecision(False, not_ready, -1)
@@ -106,7 +119,10 @@ class TaskRunner:
                 started_at=now,
                 timeout_s=timeout_s or self.config.goal_timeout_s,
                 max_steps=max_steps or self.config.goal_max_steps,
+                model_instruction=model_instruction,
             )
+            if goal.model_instruction != instruction:
+                goal.notes.append(f"instruction read as {goal.model_instruction!r}")
             self._next_id += 1
             self._active = goal
             if self._on_activate is not None:

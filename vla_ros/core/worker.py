@@ -255,7 +255,8 @@ class InferenceWorker:
             self._goal_id, self._context, self._has_chunk = goal.goal_id, None, False
             self._last_obs_stamp = self._last_landed_stamp = float("-inf")
             ok = self._call_policy(policy.reset, goal.goal_id)
-            context = self._call_policy(lambda: policy.encode_instruction(goal.instruction), goal.goal_id)
+            text = goal.model_instruction
+            context = self._call_policy(lambda: policy.encode_instruction(text), goal.goal_id)
             if not ok or context is None:
                 return None
             self._context = context

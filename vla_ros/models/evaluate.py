@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy
-from vla_ros.core.runtime_types import BLEND_RULES, RTC_MODES
+from vla_ros.core.runtime_types import BLEND_RULES, INSTRUCTION_REWRITES, RTC_MODES
 from vla_ros.sim.paraphrase import INSTRUCTION_STYLES
 
 EVAL_SEED = 100_000
@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instructions", choices=INSTRUCTION_STYLES, default="templated",
                    help="wording of each episode's instruction (sim/paraphrase.py): the training template, "
                         "generated paraphrases, the held-out paraphrases, or the template in other casing")
+    p.add_argument("--instruction-rewrite", choices=INSTRUCTION_REWRITES, default="canonical",
+                   help="runtime executor: give the model its own phrasing of what grounding read "
+                        "(the node's default) or the words as generated (off: the model's own language)")
     p.add_argument("--ablation", action="store_true", help="random / vision-only / language-only / full")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32")
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads,
                          rtc="exact" if args.rtc == "off" else args.rtc)
-    overrides = {"real_time_chunking": args.rtc != "off"}
+    overrides = {"real_time_chunking": args.rtc != "off", "instruction_rewrite": args.instruction_rewrite}
     if args.blend or args.rtc != "off":
         overrides["blend"] = args.blend or "replace"
     spec = policy.spec

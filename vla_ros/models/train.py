@@ -168,14 +168,15 @@ def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
     return meta, episodes
 
 
-def grounding_lexicon(tasks: list[dict], texts: list[str]) -> dict | None:
+def grounding_lexicon(tasks: list[dict], texts: list[str], recorded: list[str]) -> dict | None:
     """The lexicon the node grounds goals in (grounding.json), for data from the simulator's task
-    families; None (no check) for data whose tasks lack a family, colour and shape."""
+    families, with each task's phrasing from the ``recorded`` instructions (one per task); None
+    (no check) for data whose tasks lack a family, colour and shape."""
     from vla_ros.sim.paraphrase import lexicon
 
     if not tasks or not all({"family", "colour", "shape"} <= set(t) for t in tasks):
         return None
-    return lexicon(tasks, texts)
+    return lexicon(tasks, texts, recorded)
 
 
 def make_tokenizer(name: str, casefold: bool):
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pool = InstructionPool(train, tokenizer, config.max_instruction_tokens, args.paraphrase,
                            args.paraphrase_keep, args.seed)
-    lexicon = grounding_lexicon(train.tasks, pool.texts)
+    lexicon = grounding_lexicon(train.tasks, pool.texts, train.texts)
     if device.type != "cpu":
         train = frames_to(train, device)
         val = frames_to(val, device) if val is not None else None

@@ -18,6 +18,7 @@ from vla_ros.core.runtime_types import (
     EXECUTIONS,
     GOAL_POLICIES,
     GROUNDING_MODES,
+    INSTRUCTION_REWRITES,
     INTERPOLATIONS,
     RTC_MODES,
     STARVATION_POLICIES,
@@ -318,6 +319,15 @@ PARAMS: tuple[Param, ...] = (
         "the check",
         "reject, warn or off",
         _one_of(GROUNDING_MODES),
+    ),
+    Param(
+        "instruction_rewrite",
+        "canonical",
+        "canonical: the model is given its own phrasing (the lexicon's phrasings) of what the grounding "
+        "check read, so 'Could you grab the RED block?' reaches it as 'pick up the red cube' and the "
+        "result says so; off: the words as typed",
+        "canonical or off",
+        _one_of(INSTRUCTION_REWRITES),
     ),
     Param(
         "goal_timeout_s",
@@ -653,6 +663,7 @@ def runtime_config(config: NodeConfig, spec) -> RuntimeConfig:
         goal_max_steps=config.max_steps,
         goal_policy=config.goal_policy,
         instruction_grounding=config.instruction_grounding,
+        instruction_rewrite=config.instruction_rewrite,
         joint_lower=config.position_lower,
         joint_upper=config.position_upper,
         max_velocity=config.velocity_limit,

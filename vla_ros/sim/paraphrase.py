@@ -18,6 +18,7 @@ templated instruction in another casing, for the "casing variants" figure.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -223,18 +224,43 @@ def restyle(
     raise ValueError(f"unknown instruction style {style!r}; valid: {', '.join(INSTRUCTION_STYLES)}")
 
 
-def lexicon(tasks: list[dict], texts: list[str]) -> dict:
+def lexicon(tasks: list[dict], texts: list[str], recorded: list[str] | None = None) -> dict:
     """The grounding lexicon (core/grounding.py) of a policy trained on ``tasks`` (each with
     family, colour, shape) and the instructions ``texts``: the task values present, their words,
-    and every word the instructions used."""
+    and every word the instructions used. ``recorded``: the episodes' own instructions, one per
+    entry of ``tasks``; given, the lexicon also holds each task's phrasing (``phrasings``)."""
     from vla_ros.core.grounding import words_of
 
     def present(key: str) -> list[str]:
         return sorted({t[key] for t in tasks})
 
     families = present("family")
-    return {"slots": {"task": {f: list(TASK_VERBS.get(f, (f,))) for f in families},
+    data = {"slots": {"task": {f: list(TASK_VERBS.get(f, (f,))) for f in families},
                       "colour": {c: [c] for c in present("colour")},
                       "shape": {s: list(SHAPE_WORDS.get(s, (s,))) for s in present("shape")}},
             "destinations": {f: list(DESTINATION_WORDS[f]) for f in families if f in DESTINATION_WORDS},
             "known_words": sorted({w for t in texts for w in words_of(t)})}
+    if recorded is not None:
+        data["phrasings"] = phrasings(tasks, recorded)
+    return data
+
+
+def phrasings(tasks: list[dict], instructions: list[str]) -> dict[str, str]:
+    """Per task family, the most common of its recorded instructions with the object's colour and
+    shape made placeholders ("pick up the red cube" -> "pick up the {colour} {shape}"); ties go to
+    the first in sorted order. An instruction that does not name its colour and shape once each
+    (a paraphrase with "block" for cube, say) is no phrasing."""
+    if len(tasks) != len(instructions):
+        raise ValueError(f"phrasings: {len(tasks)} tasks but {len(instructions)} instructions")
+    counts: dict[str, Counter] = {}
+    for task, text in zip(tasks, instructions, strict=True):
+        if "{" in text or "}" in text:
+            continue
+        template = text
+        for key in ("colour", "shape"):
+            template, n = re.subn(rf"\b{re.escape(task[key])}\b", "{" + key + "}", template)
+            if n != 1:
+                break
+        else:
+            counts.setdefault(task["family"], Counter())[template] += 1
+    return {family: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for family, c in sorted(counts.items())}
