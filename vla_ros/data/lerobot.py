@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -187,13 +186,16 @@ class _VideoFile:
         self.stream.time_base = Fraction(1, fps)
         self.stream.codec_context.thread_count = 1
         self.frames = 0
+        self.bytes = 0  # encoded so far (the encoder holds back a few frames)
 
     def write(self, frames: np.ndarray) -> None:
         for image in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.frames
             self.frames += 1
-            self.container.mux(self.stream.encode(frame))
+            packets = self.stream.encode(frame)
+            self.bytes += sum(p.size for p in packets)
+            self.container.mux(packets)
 
     def close(self) -> None:
         self.container.mux(self.stream.encode())
@@ -286,15 +288,15 @@ class LeRobotWriter:
                 raise DatasetError(f"{where}: {name} shape {values.shape}, expected {(n, len(names))}")
         # LeRobot has no timestamp of its own: frame k is at k / fps, and video frames are found by it.
         expected = np.arange(n) / self.fps
-        worst = float(np.max(np.abs(np.asarray(episode.timestamp, dtype=np.float64) - expected)))
-        if worst > TIMESTAMP_TOLERANCE_S:
-            k = int(np.argmax(np.abs(episode.timestamp - expected)))
+        off = np.abs(np.asarray(episode.timestamp, dtype=np.float64) - expected) > TIMESTAMP_TOLERANCE_S
+        if off.any():
+            k = int(np.argmax(off))  # the first frame off the grid
             raise DatasetError(f"{where}: frame {k} is at {episode.timestamp[k]:.6f} s, "
                                f"not {expected[k]:.6f} s (k / fps); LeRobot v3 needs frames evenly spaced "
                                f"at 1/{self.fps} s from 0")
 
     def _roll_if_full(self) -> None:
-        video_bytes = max((os.path.getsize(v.path) for v in self.videos.values()), default=0)
+        video_bytes = max((v.bytes for v in self.videos.values()), default=0)
         if self.data_bytes < self.limits[0] and video_bytes < self.limits[1]:
             return
         self._close_files()
