@@ -255,9 +255,13 @@ class LeRobotWriter:
     def __exit__(self, *exc) -> None:
         if exc[0] is None:
             self.close()
-        else:  # a half-written dataset would look complete to nobody; leave none
-            self._close_files()
-            self._remove_parts()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop and remove what was written: a half-written dataset is of use to nobody."""
+        self._close_files()
+        self._remove_parts()
 
     def _remove_parts(self) -> None:
         for part in ("meta", "data", "videos"):
