@@ -5,7 +5,8 @@ Rule: at each grid time t, every stream contributes its nearest *earlier* sample
 what a controller running at t could have seen) if that sample is at most ``tolerance`` old;
 a grid frame where any stream has no such sample is dropped, and counted against each stream
 that lacked one. The grid runs from the first time every stream has a sample to the last
-time every stream still has one (``start`` and ``end`` override either end).
+time every stream's last sample is still within the tolerance, narrowed to ``start_ns`` ..
+``end_ns`` where given (an episode's span).
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ def align(stamps: dict[str, np.ndarray], fps: float, tolerance_s: float, start_n
         raise ValueError(f"streams with no samples: {empty}")
     order = {name: np.argsort(np.asarray(s, dtype=np.int64), kind="stable") for name, s in stamps.items()}
     ordered = {name: np.asarray(s, dtype=np.int64)[order[name]] for name, s in stamps.items()}
-    start = max(int(s[0]) for s in ordered.values()) if start_ns is None else int(start_ns)
-    end = min(int(s[-1]) for s in ordered.values()) if end_ns is None else int(end_ns)
+    tolerance_ns = int(round(tolerance_s * 1e9))
+    start = max(int(s[0]) for s in ordered.values())
+    end = min(int(s[-1]) for s in ordered.values()) + tolerance_ns
+    start = start if start_ns is None else max(start, int(start_ns))
+    end = end if end_ns is None else min(end, int(end_ns))
     period_ns = 1e9 / fps
     count = int(np.floor((end - start) / period_ns + 1e-9)) + 1 if end >= start else 0
     grid = start + np.round(np.arange(count) * period_ns).astype(np.int64)
-    tolerance_ns = int(round(tolerance_s * 1e9))
     kept = np.ones(count, dtype=bool)
     at: dict[str, np.ndarray] = {}
     dropped = {}
