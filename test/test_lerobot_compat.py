@@ -1,11 +1,7 @@
 """What `vla_ros dataset export --format lerobot` writes reads back in lerobot's own
 LeRobotDataset (lerobot 0.6.1, offline) with identical frames, states, actions, tasks and
-timestamps.
-
-lerobot pins torch < 2.12, numpy < 2.3, huggingface-hub < 2, av 15 and datasets < 5, so it lives
-in a venv of its own, .venv-lerobot (`make lerobot-venv`), and test/lerobot_dump.py runs there
-in a subprocess. Without that venv the test is skipped, except with CI=true, where it fails:
-CI must not pass by skipping the check.
+timestamps. lerobot lives in .venv-lerobot (test/lerobot_venv.py: skipped without it, failed with
+CI=true), where test/lerobot_dump.py runs in a subprocess.
 """
 
 from __future__ import annotations
@@ -17,24 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lerobot_venv import lerobot_python
 
 from vla_ros.data.convert import main as dataset_main
 from vla_ros.data.dataset import load_dataset
 from vla_ros.data.lerobot import save_lerobot_dataset
 from vla_ros.sim.collect import main as collect_main
 
-ROOT = Path(__file__).resolve().parents[1]
-LEROBOT_PYTHON = ROOT / ".venv-lerobot" / "bin" / "python"
 DUMP = Path(__file__).with_name("lerobot_dump.py")
-
-
-def lerobot_python() -> Path:
-    if not LEROBOT_PYTHON.exists():
-        reason = f"{LEROBOT_PYTHON} missing; build it with `make lerobot-venv`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    return LEROBOT_PYTHON
 
 
 def torchcodec_loads(python: Path) -> bool:
