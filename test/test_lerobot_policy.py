@@ -47,6 +47,7 @@ def test_hub_assets_are_named_per_policy_type():
     assert hub_assets({"type": "smolvla"}) == ["HuggingFaceTB/SmolVLM2-500M-Video-Instruct"]
     assert hub_assets({"type": "smolvla", "vlm_model_name": "me/vlm"}) == ["me/vlm"]
     assert hub_assets({"type": "pi0"}) == ["google/paligemma-3b-pt-224"]
+    assert hub_assets({"type": "pi0_fast"}) == ["google/paligemma-3b-pt-224", "lerobot/fast-action-tokenizer"]
 
 
 def test_a_directory_without_config_json_is_refused_by_name(tmp_path):

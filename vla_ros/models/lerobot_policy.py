@@ -34,15 +34,16 @@ from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Po
 IMAGES_PREFIX = "observation.images."
 # Constructed without the asset when the checkpoint's weights replace it (see the docstring).
 BACKBONE_WEIGHTS_FIELD = "pretrained_backbone_weights"
-# Policy types whose construction loads a model or tokenizer from the hub, by config field and
-# default (lerobot 0.6.1 configuration_*.py).
+# Policy types whose model or preprocessor loads a model or tokenizer from the hub when built, by
+# config field and default (lerobot 0.6.1 configuration_*.py and processor_*.py; pi0 and pi0.5
+# name their tokenizer in the processor, not the config).
 HUB_ASSET_FIELDS = {
     "smolvla": [("vlm_model_name", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct")],
-    "pi0": [("tokenizer_name", "google/paligemma-3b-pt-224")],
-    "pi05": [("tokenizer_name", "google/paligemma-3b-pt-224")],
-    "pi0_fast": [("tokenizer_name", "google/paligemma-3b-pt-224"),
-                 ("action_tokenizer_name", "physical-intelligence/fast")],
-    "groot": [("base_model_path", "nvidia/GR00T-N1.5-3B")],
+    "pi0": [("", "google/paligemma-3b-pt-224")],
+    "pi05": [("", "google/paligemma-3b-pt-224")],
+    "pi0_fast": [("text_tokenizer_name", "google/paligemma-3b-pt-224"),
+                 ("action_tokenizer_name", "lerobot/fast-action-tokenizer")],
+    "groot": [("base_model_path", "nvidia/GR00T-N1.7-3B")],
 }
 
 
@@ -78,7 +79,8 @@ def read_config(checkpoint_dir: str | Path) -> dict:
 
 def hub_assets(config: dict) -> list[str]:
     """The hub repositories a policy of this config loads when it is constructed."""
-    return [config.get(name) or default for name, default in HUB_ASSET_FIELDS.get(config["type"], [])]
+    return [(config.get(name) if name else None) or default
+            for name, default in HUB_ASSET_FIELDS.get(config["type"], [])]
 
 
 def missing_hub_assets(config: dict) -> list[str]:
