@@ -23,12 +23,6 @@ from vla_ros.sim.collect import main as collect_main
 DUMP = Path(__file__).with_name("lerobot_dump.py")
 
 
-def torchcodec_loads(python: Path) -> bool:
-    """torchcodec (lerobot's default decoder) needs the system's FFmpeg libraries; without them
-    lerobot falls back to PyAV."""
-    return subprocess.run([str(python), "-c", "import torchcodec"], capture_output=True).returncode == 0
-
-
 @pytest.fixture(scope="module")
 def python() -> Path:
     return lerobot_python()
@@ -52,8 +46,6 @@ def read_with_lerobot(python: Path, root: Path, backend: str, tmp_path: Path) ->
 
 
 def assert_lerobot_reads(python: Path, root: Path, demos: Path, backend: str, tmp_path: Path) -> None:
-    if backend == "torchcodec" and not torchcodec_loads(python):
-        pytest.skip("torchcodec cannot load here (no system FFmpeg); lerobot decodes with pyav")
     meta, episodes = load_dataset(demos)
     info, read = read_with_lerobot(python, root, backend, tmp_path)
     assert info["lerobot"] == "0.6.1" and info["backend"] == backend
@@ -77,11 +69,12 @@ def assert_lerobot_reads(python: Path, root: Path, demos: Path, backend: str, tm
     assert set(info["stats_keys"]) >= {"observation.state", "action", "observation.images.scene"}
 
 
-@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
-def test_lerobot_reads_the_cli_export(python, demos, tmp_path, backend):
+def test_lerobot_reads_the_cli_export(python, demos, tmp_path):
+    """With PyAV, lerobot's decoder wherever torchcodec finds no system FFmpeg (as here and in CI;
+    the torchcodec path is not exercised on this machine)."""
     root = tmp_path / "lerobot"
     assert dataset_main(["export", "--format", "lerobot", str(demos), "--out", str(root)]) == 0
-    assert_lerobot_reads(python, root, demos, backend, tmp_path)
+    assert_lerobot_reads(python, root, demos, "pyav", tmp_path)
 
 
 def test_lerobot_reads_an_export_split_over_several_files(python, demos, tmp_path):

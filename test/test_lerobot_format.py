@@ -116,14 +116,6 @@ def test_layout_and_metadata_are_lerobots(tmp_path):
     assert set(stats["action"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
 
 
-def test_tasks_parquet_reads_back_indexed_by_task_in_pandas(tmp_path):
-    pd = pytest.importorskip("pandas")  # how lerobot reads it (load_tasks); not a dependency here
-    root = save_lerobot_dataset(tmp_path / "lr", varied_episodes(), 10.0, NAMES, NAMES)
-    tasks = pd.read_parquet(root / "meta/tasks.parquet")
-    assert tasks.index.name == "task" and list(tasks.columns) == ["task_index"]
-    assert tasks.iloc[1].name == "put the cube in the bowl"
-
-
 def test_small_file_limits_split_data_and_video_files_and_read_back(tmp_path):
     episodes = varied_episodes(4)
     root = save_lerobot_dataset(tmp_path / "lr", episodes, 10.0, NAMES, NAMES,
