@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STAMPS := .stamps
 
-.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language clean
+.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language clean lerobot-venv
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -32,6 +32,14 @@ $(STAMPS)/venv: pyproject.toml scripts/setup_venv.sh scripts/find_python.sh
 # file list under vla_ros/ and the pinned build wheels) and returns at once when nothing changed.
 interfaces: venv
 	scripts/build_interfaces.sh
+
+# .venv-lerobot: lerobot 0.6.1 with its own pins, for test/test_lerobot_compat.py (about 2.5 min and
+# 5.4 GB here: its torch < 2.12 from PyPI is the CUDA build). Not part of `make venv`.
+lerobot-venv: $(STAMPS)/lerobot-venv
+
+$(STAMPS)/lerobot-venv: scripts/setup_lerobot_venv.sh scripts/find_python.sh
+	scripts/setup_lerobot_venv.sh
+	@mkdir -p $(STAMPS) && touch $@
 
 lint: venv
 	.venv/bin/ruff check .

@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "eval": ("vla_ros.models.evaluate", "offline action error and closed-loop success (with --ablation)"),
     "parity": ("vla_ros.models.parity", "PCC between two runs of a model (dtype, cache, export)"),
     "sim-collect": ("vla_ros.sim.collect", "record scripted-expert demonstrations (and rosbags)"),
+    "dataset": ("vla_ros.data.convert", "export/import demonstrations as LeRobotDataset v3"),
+    "bag-to-lerobot": ("vla_ros.tools.bag_to_lerobot", "rosbag2 recordings -> LeRobotDataset v3"),
     "sim-render": ("vla_ros.sim.render", "write a video and PNGs of a simulated episode"),
     "bag-replay": ("vla_ros.tools.bag_replay", "replay a rosbag2 into ROS topics with its timing"),
     "eval-ros": ("vla_ros.tools.eval_ros", "closed-loop success through the full ROS stack"),
@@ -25,7 +27,7 @@ SUBCOMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: vla_ros COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -112,6 +112,8 @@ class ChildProcessPolicy(Policy):
     """A ``Policy`` served by a child process; see the module docstring.
 
     factory: ``"package.module:callable"``; ``callable(**kwargs)`` returns the Policy, in the child.
+    python: the child's interpreter (default this one); another one (a venv of its own) must be able
+    to import this package's core and the factory, and gets none of this interpreter's packages.
     Blocks until the child is ready (its spec is this policy's spec) or raises PolicyProcessError.
     Thread use as any Policy: one inference thread calls it; ``process_info()`` (which says whether a
     restarted child is ready: the runtime refuses goals until it is) and ``close`` from any thread.
@@ -127,6 +129,7 @@ class ChildProcessPolicy(Policy):
         max_restarts: int = 3,
         backoff_s: float = 0.5,
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         if ":" not in factory:
             raise ValueError(f"factory must be 'module:callable', got {factory!r}")
@@ -136,6 +139,11 @@ class ChildProcessPolicy(Policy):
         self.call_timeout_s, self.start_timeout_s = float(call_timeout_s), float(start_timeout_s)
         self.max_restarts, self.backoff_s = int(max_restarts), float(backoff_s)
         self._env = env
+        # Another interpreter (a venv of its own, e.g. lerobot's with its pinned versions) gets only
+        # this package on its path, none of this interpreter's packages.
+        self.python = python or sys.executable
+        # (abspath, not realpath: a venv's python is a link to the same binary as every other venv's)
+        self._foreign = os.path.abspath(self.python) != os.path.abspath(sys.executable)
         self._lock = threading.Lock()  # guards _worker and _closed against close() from another thread
         self._worker: _Worker | None = None
         self._closed = False
@@ -225,16 +233,21 @@ class ChildProcessPolicy(Policy):
         parent_conn, child_conn = Pipe(duplex=True)
         env = dict(os.environ if self._env is None else self._env)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        inherited = "" if self._foreign else env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, inherited) if p)
         fds = (child_conn.fileno(), self._shm_fd)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "vla_ros.core.policy_process", *map(str, fds)],
+            proc = subprocess.Popen([self.python, "-m", "vla_ros.core.policy_process", *map(str, fds)],
                                     pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            child_conn.close()
+            parent_conn.close()
+            raise PolicyProcessError(f"cannot start the policy process with {self.python}: {exc}") from exc
         finally:
             child_conn.close()
         self.starts += 1
         worker = _Worker(proc, parent_conn, generation=self.starts)
-        parent_conn.send(("load", self.factory, self.kwargs, list(sys.path)))
+        parent_conn.send(("load", self.factory, self.kwargs, [] if self._foreign else list(sys.path)))
         threading.Thread(target=worker.await_start, args=(self.start_timeout_s,), daemon=True,
                          name="vla_ros-policy-start").start()
         with self._lock:

@@ -19,6 +19,8 @@ Each ``episode_*.npz`` holds, for T frames sampled every ``1 / fps`` seconds:
 
 npz instead of the LeRobot format: LeRobot's writer pulls in `datasets`, `huggingface_hub`
 and video codecs for a few hundred tiny episodes; npz opens with numpy alone.
+`vla_ros dataset export/import` (vla_ros/data/lerobot.py) converts to and from LeRobotDataset
+v3, and :func:`load_dataset` reads a LeRobot directory as well.
 """
 
 from __future__ import annotations
@@ -109,6 +111,12 @@ def load_episode(path: str | Path, cameras: list[str]) -> Episode:
 
 
 def load_dataset(directory: str | Path) -> tuple[dict, list[Episode]]:
+    """A vla_ros episode directory, or a LeRobotDataset v3 directory (one with meta/info.json;
+    read by vla_ros.data.lerobot into the same Episodes and a meta with the same keys)."""
+    if (Path(directory) / "meta" / "info.json").is_file() and not (Path(directory) / "meta.json").is_file():
+        from vla_ros.data.lerobot import load_lerobot_dataset  # pyarrow and av only when needed
+
+        return load_lerobot_dataset(directory)
     meta = load_meta(directory)
     files = sorted(Path(directory).glob("episode_*.npz"))
     if len(files) != meta["episodes"]:

@@ -37,6 +37,7 @@ GRIPPER_OUTPUTS = (
 )
 TRANSPORTS = ("raw", "compressed")
 POLICY_PROCESSES = ("child", "local", "remote")
+POLICY_BACKENDS = ("vla_ros", "lerobot")
 
 
 class ConfigError(ValueError):
@@ -128,6 +129,30 @@ PARAMS: tuple[Param, ...] = (
         "configure and after a restart",
         "(0, 3600]",
         _between(0.0, 3600.0, lo_open=True),
+    ),
+    Param(
+        "policy_backend",
+        "vla_ros",
+        "What checkpoint_dir holds: 'vla_ros' = this package's model, 'lerobot' = a LeRobot policy "
+        "checkpoint (config.json + model.safetensors, as lerobot's save_pretrained writes), run offline "
+        "in a worker process started with lerobot_python (models/lerobot_policy.py)",
+        "vla_ros or lerobot (lerobot: checkpoint_dir set, policy_process child or local)",
+        _one_of(POLICY_BACKENDS),
+    ),
+    Param(
+        "lerobot_python",
+        "",
+        "lerobot backend: the Python interpreter of an environment with lerobot installed; empty = "
+        "$VLA_ROS_LEROBOT_PYTHON, else the source tree's .venv-lerobot/bin/python (make lerobot-venv)",
+        "a path or empty",
+    ),
+    Param(
+        "lerobot_fps",
+        0.0,
+        "lerobot backend: frames per second of the dataset the policy was trained on (its actions are "
+        "1/fps apart; LeRobot checkpoints do not record it); 0 = unset, refused with that backend",
+        "[0, 1000]",
+        _between(0.0, 1000.0),
     ),
     Param(
         "policy_max_restarts",
@@ -571,6 +596,15 @@ def validate(
     for p in PARAMS:
         if p.check is not None and not p.check(values[p.name]):
             raise _fail(p, values[p.name])
+    if values["policy_backend"] == "lerobot" and not values["checkpoint_dir"]:
+        raise _fail("checkpoint_dir", "", "policy_backend lerobot needs a LeRobot checkpoint directory")
+    if values["policy_backend"] == "lerobot" and not values["lerobot_fps"] > 0:
+        raise _fail("lerobot_fps", values["lerobot_fps"],
+                    "policy_backend lerobot needs the fps of the policy's training data")
+    if values["policy_backend"] == "lerobot" and values["policy_process"] == "remote":
+        raise _fail("policy_process", "remote", "policy_backend lerobot runs here (child or local); a "
+                    "policy_server serves one with policy_factory "
+                    "vla_ros.models.lerobot_policy:load_lerobot_policy")
     if values["real_time_chunking"] != "off" and values["max_inflight"] > 1:
         raise _fail("max_inflight", values["max_inflight"], "real_time_chunking needs 1")
     joints = list(values["joint_names"])

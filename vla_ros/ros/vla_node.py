@@ -85,18 +85,31 @@ def load_model(config: params.NodeConfig, context=None, client_name: str = "vla_
     options = {"checkpoint_dir": config.checkpoint_dir or None, "device": config.device,
                "dtype": config.dtype, "threads": config.torch_threads,
                "rtc": config.real_time_chunking, "rtc_max_guidance": config.rtc_max_guidance}
+    factory, python = "vla_ros.models.policy:load_policy", None
+    if config.policy_backend == "lerobot":
+        from vla_ros.models.lerobot_policy import lerobot_python
+
+        factory = "vla_ros.models.lerobot_policy:load_lerobot_policy"
+        python = lerobot_python(config.lerobot_python)
+        options = {"checkpoint_dir": config.checkpoint_dir, "device": config.device,
+                   "threads": config.torch_threads, "fps": config.lerobot_fps}
     if config.policy_process == "child":
         from vla_ros.core.policy_process import ChildProcessPolicy
 
         policy = ChildProcessPolicy(
-            "vla_ros.models.policy:load_policy", options, call_timeout_s=config.policy_timeout_s,
-            start_timeout_s=config.policy_start_timeout_s, max_restarts=config.policy_max_restarts)
+            factory, options, call_timeout_s=config.policy_timeout_s,
+            start_timeout_s=config.policy_start_timeout_s, max_restarts=config.policy_max_restarts,
+            python=python)
     elif config.policy_process == "remote":
         from vla_ros.ros.remote_policy import RemotePolicy
 
         policy = RemotePolicy(context, config.policy_server, node_name=client_name,
                               call_timeout_s=config.policy_timeout_s,
                               start_timeout_s=config.policy_start_timeout_s)
+    elif config.policy_backend == "lerobot":  # local: lerobot must import in this process
+        from vla_ros.models.lerobot_policy import load_lerobot_policy
+
+        policy = load_lerobot_policy(**options)
     else:
         from vla_ros import models
 
