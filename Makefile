@@ -1,6 +1,7 @@
 # vla_ros: one command per job. `make demo` and `make test` set everything up on a fresh clone.
 #   make venv         .venv (Python 3.12) + package with extras + ROS 2 runtime if none is sourced
 #   make interfaces   colcon-build the package (generated ExecuteInstruction, VlaStatus) into install/
+#   make lerobot-venv .venv-lerobot: lerobot 0.6.1 in a venv of its own (its pins clash with ours)
 #   make test         ruff + the whole pytest suite, in the ROS environment of scripts/env.sh
 #   make test-ros     only the tests marked `ros` (rclpy, DDS, launch)
 #   make demo         the closed-loop demo (vla_ros demo)
@@ -20,7 +21,7 @@ STAMPS := .stamps
 .PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language clean lerobot-venv
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMPS)/venv
 
@@ -33,8 +34,9 @@ $(STAMPS)/venv: pyproject.toml scripts/setup_venv.sh scripts/find_python.sh
 interfaces: venv
 	scripts/build_interfaces.sh
 
-# .venv-lerobot: lerobot 0.6.1 with its own pins, for test/test_lerobot_compat.py (about 2.5 min and
-# 5.4 GB here: its torch < 2.12 from PyPI is the CUDA build). Not part of `make venv`.
+# .venv-lerobot: lerobot 0.6.1 with its own pins, for the tests that read our LeRobot exports with
+# lerobot itself and run LeRobot policies (about 2.5 min and 5.4 GB here: its torch < 2.12 from PyPI
+# is the CUDA build). Not part of `make venv`; `make test` and `make test-ros` build it.
 lerobot-venv: $(STAMPS)/lerobot-venv
 
 $(STAMPS)/lerobot-venv: scripts/setup_lerobot_venv.sh scripts/find_python.sh
@@ -45,11 +47,11 @@ lint: venv
 	.venv/bin/ruff check .
 
 # ruff and pytest both run (one's failure does not hide the other's findings); either fails the target.
-test: venv interfaces
+test: venv interfaces lerobot-venv
 	$(ENV) && { ruff check . && lint=0 || lint=$$?; python -m pytest $(PYTEST_ARGS) && tests=0 || tests=$$?; \
 		[ $$lint -eq 0 ] || echo "make test: ruff check failed" >&2; exit $$(( lint || tests ? 1 : 0 )); }
 
-test-ros: venv interfaces
+test-ros: venv interfaces lerobot-venv
 	$(ENV) && python -m pytest -m ros $(PYTEST_ARGS)
 
 demo: venv interfaces
