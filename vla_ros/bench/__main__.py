@@ -16,6 +16,7 @@ BENCHMARKS = {
     "remote": "vla_ros.bench.remote",
     "chunking": "vla_ros.bench.chunking",
     "grounding": "vla_ros.bench.grounding",
+    "onnx": "vla_ros.bench.onnx_bench",
 }
 
 
