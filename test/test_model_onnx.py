@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from vla_ros.core.policy import Observation
-from vla_ros.models.checkpoint import CheckpointError, RobotMeta, load_checkpoint, new_checkpoint, save_checkpoint
+from vla_ros.models.checkpoint import (
+    CheckpointError,
+    RobotMeta,
+    load_checkpoint,
+    new_checkpoint,
+    save_checkpoint,
+)
 from vla_ros.models.normalization import Normalizer
 from vla_ros.models.onnx_export import export_checkpoint
 from vla_ros.models.onnx_policy import OnnxModel, OnnxPrefix

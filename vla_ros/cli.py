@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "eval": ("vla_ros.models.evaluate", "offline action error and closed-loop success (with --ablation)"),
     "parity": ("vla_ros.models.parity", "PCC between two runs of a model (dtype, cache, export)"),
     "export-onnx": ("vla_ros.models.onnx_export", "a checkpoint as ONNX graphs (onnxruntime backend)"),
+    "quantize": ("vla_ros.models.quantize", "a checkpoint that runs int8 / int4 / bf16"),
     "sim-collect": ("vla_ros.sim.collect", "record scripted-expert demonstrations (and rosbags)"),
     "sim-render": ("vla_ros.sim.render", "write a video and PNGs of a simulated episode"),
     "bag-replay": ("vla_ros.tools.bag_replay", "replay a rosbag2 into ROS topics with its timing"),

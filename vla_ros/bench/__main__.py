@@ -17,6 +17,7 @@ BENCHMARKS = {
     "chunking": "vla_ros.bench.chunking",
     "grounding": "vla_ros.bench.grounding",
     "onnx": "vla_ros.bench.onnx_bench",
+    "quantize": "vla_ros.bench.quantize_bench",
 }
 
 

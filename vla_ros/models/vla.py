@@ -364,7 +364,8 @@ class VLAModel(PreTrainedModel):
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: DynamicCache, mask: torch.Tensor,
                  offset: int) -> torch.Tensor:
         """Flow expert: noisy actions [B, H, A] at time t [B] over the cached [instruction, obs]."""
-        tokens = self.action_in(x_t.to(self.action_in.weight.dtype))
+        # the expert's norm holds its float dtype (action_in's weight may be a quantized module's)
+        tokens = self.action_in(x_t.to(self.expert.norm.weight.dtype))
         temb = sinusoidal_embedding(t, tokens.shape[-1]).to(tokens.dtype)[:, None].expand_as(tokens)
         tokens = self.time_mlp(torch.cat([tokens, temb], dim=-1))
         H = tokens.shape[1]
