@@ -139,3 +139,23 @@ def test_a_corrupt_graph_is_named(exported, tmp_path):
     (broken / "prefix.onnx").write_bytes(b"not a graph")
     with pytest.raises(CheckpointError, match=r"prefix\.onnx: onnxruntime cannot load it"):
         load_policy(broken)
+
+
+def test_the_node_worker_process_serves_an_export(exported):
+    """vla_node's default (policy_process: child) builds the policy with load_policy from its
+    parameters; an exported checkpoint_dir gives the onnxruntime backend there."""
+    from vla_ros.core.policy_process import ChildProcessPolicy
+
+    source, onnx_dir = exported
+    options = {"checkpoint_dir": str(onnx_dir), "device": "cpu", "dtype": "float32", "threads": 1,
+               "rtc": "off", "rtc_max_guidance": 5.0}
+    child = ChildProcessPolicy("vla_ros.models.policy:load_policy", options, call_timeout_s=60.0)
+    try:
+        ref = load_policy(source, rtc="off")
+        assert child.spec == ref.spec
+        obs = observation(9)
+        got = child.predict_chunk(obs, child.encode_instruction("pick up the red cube")).actions
+        want = ref.predict_chunk(obs, ref.encode_instruction("pick up the red cube")).actions
+        assert np.abs(got - want).max() < 1e-4  # seed 0 on both sides: the same flow noise
+    finally:
+        child.close()
