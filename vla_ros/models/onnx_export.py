@@ -147,13 +147,10 @@ MODULES = {"prefix": PrefixGraph, "step": StepGraph, "observe": ObserveGraph, "v
 
 def dynamic_shapes(name: str) -> tuple:
     """The instruction length (and, for the velocity, the length of [instruction, observation])."""
-    L = torch.export.Dim("length", min=1, max=4096)
-    kv = {3: L}
+    length = torch.export.Dim("length", min=1, max=4096)
     if name == "prefix":
-        return ({1: L}, {1: L})
-    if name in ("step", "observe"):
-        return (None, None, kv, kv, {1: L})
-    return (None, None, kv, kv, {1: L})
+        return ({1: length}, {1: length})
+    return (None, None, {3: length}, {3: length}, {1: length})
 
 
 def export_graph(model: VLAModel, name: str, path: Path, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -173,7 +170,6 @@ def export_checkpoint(ckpt: Checkpoint, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = ckpt.model.float().eval()
-    model.config._attn_implementation = "sdpa"
     head = model.config.head
     inputs = example_inputs(model)
     files = {}
