@@ -109,6 +109,18 @@ def test_presets_parameter_counts():
     assert smol_cfg.head == "flow"
 
 
+def test_small_preset_is_language_dominated():
+    """`small`: the language model holds most parameters, and a step runs few tokens over the cache."""
+    cfg = make_config("small")
+    with torch.device("meta"):
+        model = VLAModel(cfg)
+    vision = sum(p.numel() for p in model.vision.parameters())
+    language = sum(p.numel() for p in model.language.parameters())
+    assert 8e6 < count_parameters(cfg) < 16e6
+    assert language > 20 * vision
+    assert cfg.observation_tokens + cfg.chunk_size < 32
+
+
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="head"):
         make_config("tiny", head="diffusion")

@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "train": ("vla_ros.models.train", "behaviour-clone a model from demonstration episodes"),
     "eval": ("vla_ros.models.evaluate", "offline action error and closed-loop success (with --ablation)"),
     "parity": ("vla_ros.models.parity", "PCC between two runs of a model (dtype, cache, export)"),
+    "export-onnx": ("vla_ros.models.onnx_export", "a checkpoint as ONNX graphs (onnxruntime backend)"),
+    "quantize": ("vla_ros.models.quantize", "a checkpoint that runs int8 / int4 / bf16"),
     "sim-collect": ("vla_ros.sim.collect", "record scripted-expert demonstrations (and rosbags)"),
     "dataset": ("vla_ros.data.convert", "export/import demonstrations as LeRobotDataset v3"),
     "bag-to-lerobot": ("vla_ros.tools.bag_to_lerobot", "rosbag2 recordings -> LeRobotDataset v3"),

@@ -16,6 +16,8 @@ BENCHMARKS = {
     "remote": "vla_ros.bench.remote",
     "chunking": "vla_ros.bench.chunking",
     "grounding": "vla_ros.bench.grounding",
+    "onnx": "vla_ros.bench.onnx_bench",
+    "quantize": "vla_ros.bench.quantize_bench",
 }
 
 

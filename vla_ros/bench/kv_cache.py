@@ -4,9 +4,17 @@ For instruction lengths 8/32/128/256 tokens it times one control step of the mod
 (vision + observation tokens + action head) run over the cached instruction ("cached"), and the
 same step recomputing the instruction with the observation ("uncached"). Lengths and modes are
 interleaved in a shuffled order every round and reported as medians, because this machine is
-shared and noisy. It also times the two ways of restoring the cache after a step (crop the
-appended keys/values vs deep-copy the prefix before the step), the one-time prefix encode, and
-an LRU hit. The last line is a JSON object.
+shared and noisy. Rounds stop early when ``--max-seconds`` have passed (at least 2 rounds), so the
+SmolVLA-scale preset (seconds per step on a CPU) finishes; the JSON says how many ran.
+
+``--config`` picks a preset at random init: ``tiny`` (the default model, where the vision tower
+costs as much as the language model), ``small`` (the language model dominates: where the cache
+pays) or ``smolvla`` (~450M; its 48-token instruction limit is raised to the longest length here,
+so the cost of a long instruction shows).
+
+It also times the two ways of restoring the cache after a step (crop the appended keys/values vs
+deep-copy the prefix before the step), the one-time prefix encode, and an LRU hit. The last line
+is a JSON object.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import time
 import torch
 
 from vla_ros.models.tokenizer import ByteTokenizer, batch_encode
-from vla_ros.models.vla import PRESETS, Prefix, VLAModel, make_config
+from vla_ros.models.vla import PRESETS, Prefix, VLAModel, count_parameters, make_config
 
 LENGTHS = (8, 32, 128, 256)
 
@@ -44,15 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--head", default=None, choices=["regression", "flow"])
     p.add_argument("--rounds", type=int, default=0, help="rounds of every length x mode (40; quick 8)")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="stop starting rounds after this long (default 900; quick 120); at least 2 run")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rounds = args.rounds or (8 if args.quick else 40)
+    max_seconds = args.max_seconds or (120.0 if args.quick else 900.0)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     overrides = {"head": args.head} if args.head else {}
     cfg = make_config(args.config, **overrides)
+    cfg.max_instruction_tokens = max(cfg.max_instruction_tokens, max(LENGTHS))
     model = VLAModel(cfg).eval()
     tok = ByteTokenizer()
     S, C = cfg.image_size, len(cfg.cameras)
@@ -88,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             cached(n), uncached(n)
         times = {(mode, n): [] for mode in ("cached", "uncached") for n in LENGTHS}
         restore = {"crop": [], "copy": []}
+        t_start, done = time.monotonic(), 0
         for _ in range(rounds):
+            if done >= 2 and time.monotonic() - t_start > max_seconds:
+                break
+            done += 1
             jobs = [(mode, n) for mode in ("cached", "uncached") for n in LENGTHS]
             rng.shuffle(jobs)
             for mode, n in jobs:
@@ -110,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     cached_ms = {n: round(ms[("cached", n)], 3) for n in LENGTHS}
     uncached_ms = {n: round(ms[("uncached", n)], 3) for n in LENGTHS}
-    print(f"config {args.config} (head {cfg.head}), {rounds} rounds, {args.threads} thread(s); "
+    print(f"config {args.config} (head {cfg.head}, {count_parameters(cfg) / 1e6:.2f}M parameters), "
+          f"{done} rounds, {args.threads} thread(s); "
           f"observation+action tokens per step: {cfg.observation_tokens}"
           f"{' + ' + str(cfg.chunk_size) if cfg.head == 'regression' else ''}")
     print("| instruction tokens | cached step (ms) | uncached step (ms) | speedup | prefix encode (ms) |")
@@ -123,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
           f"deep copy {restore_ms['copy']:.2f} ms")
     result = {
         "benchmark": "kv-cache", "config": args.config, "head": cfg.head, "threads": args.threads,
-        "rounds": rounds, "lengths": list(LENGTHS),
+        "parameters": count_parameters(cfg), "rounds": done, "lengths": list(LENGTHS),
         "cached_ms": cached_ms, "uncached_ms": uncached_ms,
         "cached_growth_8_to_256": round(cached_ms[256] / cached_ms[8] - 1, 4),
         "uncached_growth_8_to_256": round(uncached_ms[256] / uncached_ms[8] - 1, 4),

@@ -105,8 +105,21 @@ def load_config(directory: Path) -> VLAConfig:
         raise CheckpointError(f"{path}: invalid model config ({exc})") from exc
 
 
-def load_checkpoint(directory: str | Path, device: str = "cpu",
-                    dtype: str | torch.dtype = "float32") -> Checkpoint:
+@dataclass
+class Assets:
+    """Everything of a checkpoint directory but the weights (shared with exported checkpoints)."""
+
+    config: VLAConfig
+    tokenizer: Tokenizer
+    normalizer: Normalizer
+    robot: RobotMeta
+    training: dict[str, Any]
+    lexicon: dict[str, Any] | None
+
+
+def load_assets(directory: str | Path) -> Assets:
+    """config.json, stats.json, tokenizer.json, and training.json / grounding.json when present,
+    checked against each other; raises ``CheckpointError`` naming the file."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory does not exist")
@@ -139,6 +152,21 @@ def load_checkpoint(directory: str | Path, device: str = "cpu",
     _check(tokenizer.vocab_size <= model_vocab, tok_path,
            f"vocabulary of {tokenizer.vocab_size} does not fit the model's {model_vocab}")
 
+    training = {}
+    if (directory / TRAINING_FILE).is_file():
+        training = _read_json(directory / TRAINING_FILE)
+    lexicon = None
+    if (directory / GROUNDING_FILE).is_file():
+        lexicon = _read_json(directory / GROUNDING_FILE)
+        try:
+            Lexicon(lexicon)
+        except ValueError as exc:
+            raise CheckpointError(f"{directory / GROUNDING_FILE}: {exc}") from exc
+    return Assets(config, tokenizer, normalizer, robot, training, lexicon)
+
+
+def read_weights(directory: Path, config: VLAConfig) -> dict[str, torch.Tensor]:
+    """model.safetensors, checked against the tensors ``config`` builds (names and shapes)."""
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: missing")
@@ -146,8 +174,8 @@ def load_checkpoint(directory: str | Path, device: str = "cpu",
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: corrupt, cannot read safetensors ({exc})") from exc
-    model = VLAModel(config)
-    expected = model.state_dict()
+    with torch.device("meta"):
+        expected = VLAModel(config).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
@@ -161,20 +189,19 @@ def load_checkpoint(directory: str | Path, device: str = "cpu",
         if wrong:
             parts.append(f"shape mismatch {wrong[:5]}")
         raise CheckpointError(f"{weights_path}: does not match {CONFIG_FILE}: " + "; ".join(parts))
+    return state
+
+
+def load_checkpoint(directory: str | Path, device: str = "cpu",
+                    dtype: str | torch.dtype = "float32") -> Checkpoint:
+    directory = Path(directory)
+    assets = load_assets(directory)
+    state = read_weights(directory, assets.config)
+    model = VLAModel(assets.config)
     model.load_state_dict(state, strict=True)
     model.to(device=device, dtype=resolve_dtype(dtype)).eval()
-
-    training = {}
-    if (directory / TRAINING_FILE).is_file():
-        training = _read_json(directory / TRAINING_FILE)
-    lexicon = None
-    if (directory / GROUNDING_FILE).is_file():
-        lexicon = _read_json(directory / GROUNDING_FILE)
-        try:
-            Lexicon(lexicon)
-        except ValueError as exc:
-            raise CheckpointError(f"{directory / GROUNDING_FILE}: {exc}") from exc
-    return Checkpoint(model, tokenizer, normalizer, robot, training, directory, lexicon)
+    return Checkpoint(model, assets.tokenizer, assets.normalizer, assets.robot, assets.training, directory,
+                      assets.lexicon)
 
 
 def _check(ok: bool, path: Path, message: str) -> None:

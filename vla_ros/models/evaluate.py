@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     from vla_ros.sim import TabletopEnv
 
     policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads,
-                         rtc="exact" if args.rtc == "off" else args.rtc)
+                         rtc=None if args.rtc == "off" else args.rtc)
     overrides = {"real_time_chunking": args.rtc != "off", "instruction_rewrite": args.instruction_rewrite}
     if args.blend or args.rtc != "off":
         overrides["blend"] = args.blend or "replace"

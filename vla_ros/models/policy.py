@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy, PolicySpec
 from vla_ros.core.runtime_types import RTC_MODES
 from vla_ros.models.checkpoint import Checkpoint, load_checkpoint, resolve_dtype
+from vla_ros.models.onnx_policy import OnnxPrefix, is_exported, load_exported
+from vla_ros.models.quantize import QUANT_FILE, is_quantized, load_quantized
 from vla_ros.models.tokenizer import batch_encode
 from vla_ros.models.vla import Guide, Prefix, rtc_weights
 
@@ -106,7 +108,7 @@ class VLAPolicy(Policy):
 
     @torch.no_grad()
     def predict_chunk(self, observation: Observation, context: InstructionContext) -> ActionChunk:
-        if not isinstance(context.cache, Prefix):
+        if not isinstance(context.cache, (Prefix, OnnxPrefix)):
             raise ValueError("context was not made by this policy's encode_instruction (no prefix cache)")
         images, state = self.preprocess(observation)
         noise, guide = None, None
@@ -163,13 +165,39 @@ class VLAPolicy(Policy):
 
 
 def load_policy(checkpoint_dir: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
-                threads: int = 1, context_cache_size: int = 16, seed: int = 0, rtc: str = "exact",
+                threads: int = 1, context_cache_size: int = 16, seed: int = 0, rtc: str | None = None,
                 rtc_max_guidance: float = 5.0) -> VLAPolicy:
     """A ready Policy from a checkpoint directory (None = the default checkpoint).
-    threads > 0 sets torch's intra-op threads (keep it below the core count: the control loop needs one)."""
+
+    The directory's files choose the backend: ``onnx.json`` (``vla_ros export-onnx``) runs it with
+    onnxruntime (CPU, float32 only, ``threads`` intra-op threads), ``quantization.json`` (``vla_ros
+    quantize``) with torch quantized in the recorded mode, ``model.safetensors`` alone with torch.
+    threads > 0 sets torch's intra-op threads (keep it below the core count: the control loop needs one).
+    ``rtc`` None: ``exact`` with torch, ``cheap`` with onnxruntime (which cannot run ``exact``)."""
     if threads > 0:
         torch.set_num_threads(threads)
     path = default_checkpoint() if checkpoint_dir is None else Path(checkpoint_dir)
+    if is_exported(path):
+        if device != "cpu" or resolve_dtype(dtype) != torch.float32:
+            raise ValueError(f"{path} is an ONNX export: it runs on device 'cpu' in float32 "
+                             f"(got device {device!r}, dtype {dtype!r})")
+        if rtc == "exact":
+            raise ValueError(f"{path} is an ONNX export: real-time chunking 'exact' needs torch's backward "
+                             "pass; use 'cheap' or 'off'")
+        return VLAPolicy(load_exported(path, threads=threads), context_cache_size=context_cache_size,
+                         seed=seed, rtc=rtc or "cheap", rtc_max_guidance=rtc_max_guidance)
+    if is_quantized(path):
+        if device != "cpu" or resolve_dtype(dtype) != torch.float32:
+            raise ValueError(f"{path} is quantized ({QUANT_FILE}): it runs on device 'cpu' as its mode "
+                             f"says; leave dtype float32 (got device {device!r}, dtype {dtype!r})")
+        ckpt, mode = load_quantized(path)
+        if rtc == "exact" and mode != "bf16":
+            raise ValueError(f"{path} is quantized ({mode}): real-time chunking 'exact' needs a backward "
+                             "pass through float weights; use 'cheap' or 'off'")
+        rtc = rtc or ("exact" if mode == "bf16" else "cheap")
+        return VLAPolicy(ckpt, context_cache_size=context_cache_size, seed=seed, rtc=rtc,
+                         rtc_max_guidance=rtc_max_guidance)
     ckpt = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype))
+    rtc = rtc or "exact"
     return VLAPolicy(ckpt, device=device, context_cache_size=context_cache_size, seed=seed, rtc=rtc,
                      rtc_max_guidance=rtc_max_guidance)

@@ -156,13 +156,21 @@ class VLAConfig(PreTrainedConfig):
         return len(self.cameras) * self.tokens_per_camera + 1
 
 
-# Presets. tiny: the CPU default. tinyvla: the seed's 13M (vision 192x4, language 256x4).
+# Presets. tiny: the CPU default (0.72M; its vision tower costs as much as its language model).
+# small: 12.3M, where deployment matters: the language model dominates the step (a 128-token prefill
+# costs ~30x the vision tower here) and the step runs only 19 tokens over the cached instruction
+# (2x2 pooled tokens per camera, the state, 10 action queries), so the cache pays (bench kv-cache);
+# sized to train within 3 hours on 2 CPU cores (`make checkpoint-small`).
+# tinyvla: the seed's 13M (vision 192x4, language 256x4).
 # smolvla: SmolVLA scale (~450M): SigLIP-base-like 12 layers, SmolLM2-360M-like 16 layers,
 # a 0.75x-width flow expert; meant for GPUs and for SigLIP/SmolLM2 weights via from_backbones.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(image_size=64, patch_size=8, vision_width=96, vision_layers=2, vision_heads=3,
                  vision_mlp=192, pooled_grid=4, lm_width=128, lm_layers=3, lm_heads=4, lm_kv_heads=2,
                  lm_mlp=256, chunk_size=10, expert_width=96, expert_mlp=256),
+    "small": dict(image_size=64, patch_size=8, vision_width=96, vision_layers=2, vision_heads=3,
+                  vision_mlp=192, pooled_grid=2, lm_width=512, lm_layers=5, lm_heads=4, lm_kv_heads=2,
+                  lm_mlp=1024, chunk_size=10, expert_width=384, expert_mlp=768),
     "tinyvla": dict(image_size=64, patch_size=8, vision_width=192, vision_layers=4, vision_heads=3,
                     vision_mlp=1536, pooled_grid=4, lm_width=256, lm_layers=4, lm_heads=4, lm_kv_heads=4,
                     lm_mlp=2560, chunk_size=10, expert_width=192, expert_mlp=768),
@@ -356,7 +364,8 @@ class VLAModel(PreTrainedModel):
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: DynamicCache, mask: torch.Tensor,
                  offset: int) -> torch.Tensor:
         """Flow expert: noisy actions [B, H, A] at time t [B] over the cached [instruction, obs]."""
-        tokens = self.action_in(x_t.to(self.action_in.weight.dtype))
+        # the expert's norm holds its float dtype (action_in's weight may be a quantized module's)
+        tokens = self.action_in(x_t.to(self.expert.norm.weight.dtype))
         temb = sinusoidal_embedding(t, tokens.shape[-1]).to(tokens.dtype)[:, None].expand_as(tokens)
         tokens = self.time_mlp(torch.cat([tokens, temb], dim=-1))
         H = tokens.shape[1]

@@ -67,7 +67,9 @@ PARAMS: tuple[Param, ...] = (
         "checkpoint_dir",
         "",
         "Model checkpoint directory; empty = the default checkpoint ($VLA_ROS_CHECKPOINT, the source "
-        "tree's checkpoints/tiny, or share/vla_ros/checkpoints/tiny of the install)",
+        "tree's checkpoints/tiny, or share/vla_ros/checkpoints/tiny of the install). Its files choose "
+        "the backend: one written by `vla_ros export-onnx` (onnx.json) runs on onnxruntime (cpu, float32, "
+        "real_time_chunking off or cheap), otherwise torch",
         "an existing directory or empty",
     ),
     Param(
@@ -87,7 +89,8 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "torch_threads",
         1,
-        "Torch intra-op threads (keep below the core count: the control loop needs one)",
+        "Inference intra-op threads, torch's or onnxruntime's (keep below the core count: the control "
+        "loop needs one)",
         "1..256",
         _between(1, 256),
     ),
