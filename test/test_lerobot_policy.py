@@ -112,6 +112,34 @@ def test_a_policy_type_needing_a_hub_asset_says_which_at_start(act_checkpoint, t
                            env=child_env(tmp_path), max_restarts=0)
 
 
+def test_vla_ros_eval_runs_a_lerobot_checkpoint_through_the_runtime(act_checkpoint, tmp_path, monkeypatch):
+    from vla_ros.models.evaluate import main as eval_main
+
+    python, ckpt = act_checkpoint
+    for key, value in child_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "eval.json"
+    assert eval_main(["--policy-backend", "lerobot", "--checkpoint", str(ckpt), "--lerobot-fps", "10",
+                      "--lerobot-python", str(python), "--policy-timeout-s", "30", "--episodes", "2",
+                      "--max-steps", "15", "--threads", "1", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    full = summary["results"]["full"]
+    assert summary["policy_backend"] == "lerobot" and summary["offline_episodes"] == 0
+    assert full["episodes"] == 2 and sum(full["reasons"].values()) == 2  # every episode ended with a result
+    assert full["mean_steps"] > 0 and full["inference"]["count"] >= 2  # the model drove the runtime
+    assert full["inference"]["p99_ms"] >= full["inference"]["p50_ms"] > 0
+
+
+def test_vla_ros_eval_names_what_a_lerobot_checkpoint_lacks(capsys):
+    from vla_ros.models.evaluate import main as eval_main
+
+    with pytest.raises(SystemExit):
+        eval_main(["--policy-backend", "lerobot", "--offline-episodes", "5", "--ablation"])
+    err = capsys.readouterr().err
+    for problem in ("--checkpoint", "--lerobot-fps", "--offline-episodes", "--ablation"):
+        assert problem in err
+
+
 @pytest.mark.ros
 def test_vla_node_runs_a_lerobot_checkpoint_selected_by_parameter(act_checkpoint, rclpy_context, tmp_path,
                                                                   monkeypatch):
