@@ -100,12 +100,13 @@ checkpoint-flow: venv $(CHECKPOINT_DATA)
 # scripted-expert demonstrations exported to LeRobotDataset v3 (out/act_data), trained with lerobot's
 # own trainer in .venv-lerobot on the CPU, 1 thread (ACT's preset keeps the learning rate constant,
 # so a shorter run's checkpoint equals a longer run's at that step). Not committed: out/act holds
-# ~170 MB per saved step (weights and optimizer state). Evaluate with
+# ~170 MB per saved step (weights and optimizer state). 3500 steps: the checkpoint docs/MODEL.md
+# measured (a one-hour run here, cut there from 5000). Evaluate with
 #   vla_ros eval --policy-backend lerobot --checkpoint out/act/checkpoints/last/pretrained_model \
 #       --lerobot-fps 10 --episodes 100 --threads 1
-# ACT_ARGS="--policy.device=cuda --batch_size=64" trains on a GPU.
+# ACT_ARGS="--policy.device=cuda --batch_size=64" should train on a GPU (untested).
 ACT_EPISODES ?= 1000
-ACT_STEPS ?= 5000
+ACT_STEPS ?= 3500
 ACT_ARGS ?=
 ACT_RECIPE = --policy.type=act --policy.pretrained_backbone_weights=null --policy.dim_model=256 \
 	--policy.n_heads=4 --policy.dim_feedforward=1024 --policy.n_encoder_layers=2 --policy.n_decoder_layers=1 \
