@@ -7,6 +7,7 @@
 #   make demo         the closed-loop demo (vla_ros demo)
 #   make checkpoint   train the default model checkpoint (checkpoint-flow: the flow-head one,
 #                     checkpoint-small: the `small` preset, <= 3 h)
+#   make checkpoint-act  train the LeRobot ACT baseline into out/act (lerobot's trainer, .venv-lerobot)
 # ROS_DISTRO=humble make test   (or make test ROS_DISTRO=humble) uses the Humble runtime of the
 # wheel instead of Jazzy. PYTEST_ARGS="-k name" passes arguments to pytest.
 
@@ -20,10 +21,10 @@ DEMO_ARGS ?=
 STAMPS := .stamps
 
 .PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language \
-	checkpoint-small clean lerobot-venv
+	checkpoint-small checkpoint-act clean lerobot-venv
 
 help:
-	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMPS)/venv
 
@@ -105,6 +106,32 @@ checkpoint-flow: venv $(CHECKPOINT_DATA)
 SMALL_RECIPE = $(subst --config tiny,--config small,$(TRAIN_RECIPE)) --max-seconds 10800
 checkpoint-small: venv $(CHECKPOINT_DATA)
 	$(ENV) && vla_ros train $(SMALL_RECIPE) --out out/train/small --state-dir out/train/small $(TRAIN_ARGS)
+
+# The LeRobot ACT baseline (docs/MODEL.md, "ACT baseline (LeRobot)"): the first ACT_EPISODES
+# scripted-expert demonstrations exported to LeRobotDataset v3 (out/act_data), trained with lerobot's
+# own trainer in .venv-lerobot on the CPU, 1 thread (ACT's preset keeps the learning rate constant,
+# so a shorter run's checkpoint equals a longer run's at that step). Not committed: out/act holds
+# ~170 MB per saved step (weights and optimizer state). 3500 steps: the checkpoint docs/MODEL.md
+# measured (a one-hour run here, cut there from 5000). Evaluate with
+#   vla_ros eval --policy-backend lerobot --checkpoint out/act/checkpoints/last/pretrained_model \
+#       --lerobot-fps 10 --episodes 100 --threads 1
+# ACT_ARGS="--policy.device=cuda --batch_size=64" should train on a GPU (untested).
+ACT_EPISODES ?= 1000
+ACT_STEPS ?= 3500
+ACT_ARGS ?=
+ACT_RECIPE = --policy.type=act --policy.pretrained_backbone_weights=null --policy.dim_model=256 \
+	--policy.n_heads=4 --policy.dim_feedforward=1024 --policy.n_encoder_layers=2 --policy.n_decoder_layers=1 \
+	--policy.use_vae=false --policy.chunk_size=10 --policy.n_action_steps=10 --policy.optimizer_lr=2e-4 \
+	--policy.optimizer_lr_backbone=2e-4 --batch_size=8 --num_workers=1 --seed=1000
+
+checkpoint-act: venv lerobot-venv out/data/sim/meta.json
+	$(ENV) && vla_ros dataset export --format lerobot out/data/sim --episodes $(ACT_EPISODES) --out out/act_data \
+		--overwrite
+	rm -rf out/act
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled .venv-lerobot/bin/lerobot-train \
+		--dataset.repo_id=local/vla_ros_sim --dataset.root=out/act_data --dataset.video_backend=pyav \
+		--policy.device=cpu --policy.push_to_hub=false --wandb.enable=false --output_dir=out/act \
+		--steps=$(ACT_STEPS) --save_freq=250 --log_freq=50 $(ACT_RECIPE) $(ACT_ARGS)
 
 clean:
 	rm -rf build/ament_prefix build/.ament_prefix-* build/colcon install $(STAMPS) .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@ if [[ ! -x $venv/bin/python ]]; then
   echo "setup_lerobot_venv: creating $venv with $python"
   "$python" -m venv "$venv"
 fi
-echo "setup_lerobot_venv: pip install lerobot[dataset]==$LEROBOT_VERSION (its pinned torch from PyPI is the CUDA build)"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "lerobot[dataset]==$LEROBOT_VERSION"
+# accelerate-dep: lerobot-train needs accelerate (`make checkpoint-act`); lerobot[training] would add wandb too
+echo "setup_lerobot_venv: pip install lerobot[dataset,accelerate-dep]==$LEROBOT_VERSION (its pinned torch from PyPI is the CUDA build)"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "lerobot[dataset,accelerate-dep]==$LEROBOT_VERSION"
 "$venv/bin/python" -c "import lerobot.datasets.lerobot_dataset as m; print('setup_lerobot_venv: lerobot', __import__('lerobot').__version__, 'ready')"

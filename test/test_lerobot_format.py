@@ -181,6 +181,18 @@ def test_cli_export_then_import_gives_back_the_npz_dataset(tmp_path, capsys):
                          "--overwrite", "--video", "av1"]) == 0
 
 
+def test_cli_export_of_the_first_episodes_only(tmp_path, capsys):
+    src = write_synthetic_dataset(tmp_path / "npz", n=3)
+    assert dataset_main(["export", "--format", "lerobot", str(src), "--out", str(tmp_path / "lr"),
+                         "--episodes", "2"]) == 0
+    _, back = load_dataset(tmp_path / "lr")
+    _, original = load_dataset(src)
+    assert_same_episodes(original[:2], back)
+    assert dataset_main(["export", "--format", "lerobot", str(src), "--out", str(tmp_path / "lr4"),
+                         "--episodes", "4"]) == 2
+    assert "--episodes 4: " in capsys.readouterr().err
+
+
 def test_export_refuses_what_lerobot_cannot_hold(tmp_path):
     episodes = synthetic_episodes(2)
     with pytest.raises(DatasetError, match=r"fps 12\.5 is not a positive integer"):

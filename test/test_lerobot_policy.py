@@ -42,6 +42,32 @@ def test_spec_comes_from_the_config_and_the_given_fps():
         policy_spec({**act_config(), "input_features": {"observation.state": {"shape": [6]}}}, fps=30)
 
 
+def test_given_joint_names_are_checked_against_the_dimensions_and_place_the_gripper():
+    names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    spec = policy_spec(act_config(), fps=10, state_names=names, action_names=names)
+    assert spec.action_names == tuple(names) and spec.gripper_index == 5
+    assert policy_spec(act_config(), fps=10).gripper_index is None
+    with pytest.raises(ValueError, match=r"5 action names .* for its 6 action dimensions"):
+        policy_spec(act_config(), fps=10, action_names=names[:5])
+
+
+def test_joint_names_come_from_the_training_dataset_that_train_config_names(tmp_path):
+    from vla_ros.models.lerobot_policy import dataset_joint_names
+
+    ckpt, root = tmp_path / "ckpt", tmp_path / "data"
+    (root / "meta").mkdir(parents=True)
+    ckpt.mkdir()
+    assert dataset_joint_names(ckpt) is None  # no train_config.json: a checkpoint alone has none
+    (ckpt / "train_config.json").write_text(json.dumps({"dataset": {"root": str(root)}}))
+    assert dataset_joint_names(ckpt) is None  # the dataset is gone
+    features = {"observation.state": {"names": ["a", "b"]}, "action": {"names": ["c", "d"]}}
+    (root / "meta" / "info.json").write_text(json.dumps({"features": features}))
+    assert dataset_joint_names(ckpt) == (["a", "b"], ["c", "d"])
+    (root / "meta" / "info.json").write_text(json.dumps({"features": {"action": {"names": ["c"]}}}))
+    with pytest.raises(ValueError, match=r"info\.json: feature names missing"):
+        dataset_joint_names(ckpt)
+
+
 def test_hub_assets_are_named_per_policy_type():
     assert hub_assets(act_config()) == []  # its backbone weights come from the checkpoint
     assert hub_assets({"type": "smolvla"}) == ["HuggingFaceTB/SmolVLM2-500M-Video-Instruct"]
@@ -110,6 +136,34 @@ def test_a_policy_type_needing_a_hub_asset_says_which_at_start(act_checkpoint, t
                                                  r"\['HuggingFaceTB/SmolVLM2-500M-Video-Instruct'\]"):
         ChildProcessPolicy(FACTORY, {"checkpoint_dir": str(ckpt), "fps": 10.0}, python=str(python),
                            env=child_env(tmp_path), max_restarts=0)
+
+
+def test_vla_ros_eval_runs_a_lerobot_checkpoint_through_the_runtime(act_checkpoint, tmp_path, monkeypatch):
+    from vla_ros.models.evaluate import main as eval_main
+
+    python, ckpt = act_checkpoint
+    for key, value in child_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "eval.json"
+    assert eval_main(["--policy-backend", "lerobot", "--checkpoint", str(ckpt), "--lerobot-fps", "10",
+                      "--lerobot-python", str(python), "--policy-timeout-s", "30", "--episodes", "2",
+                      "--max-steps", "15", "--threads", "1", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    full = summary["results"]["full"]
+    assert summary["policy_backend"] == "lerobot" and summary["offline_episodes"] == 0
+    assert full["episodes"] == 2 and sum(full["reasons"].values()) == 2  # every episode ended with a result
+    assert full["mean_steps"] > 0 and full["inference"]["count"] >= 2  # the model drove the runtime
+    assert full["inference"]["p99_ms"] >= full["inference"]["p50_ms"] > 0
+
+
+def test_vla_ros_eval_names_what_a_lerobot_checkpoint_lacks(capsys):
+    from vla_ros.models.evaluate import main as eval_main
+
+    with pytest.raises(SystemExit):
+        eval_main(["--policy-backend", "lerobot", "--offline-episodes", "5", "--ablation"])
+    err = capsys.readouterr().err
+    for problem in ("--checkpoint", "--lerobot-fps", "--offline-episodes", "--ablation"):
+        assert problem in err
 
 
 @pytest.mark.ros

@@ -1,7 +1,7 @@
 """`vla_ros dataset`: convert demonstrations between the vla_ros episode format and LeRobotDataset v3.
 
     vla_ros dataset export --format lerobot DEMOS_DIR --out DIR [--video lossless|av1]
-                           [--robot-type NAME] [--overwrite]
+                           [--robot-type NAME] [--episodes N] [--overwrite]
     vla_ros dataset import LEROBOT_DIR --out DIR [--overwrite]
 
 DEMOS_DIR is what `vla_ros sim-collect --out` writes; `vla_ros train --data` reads either
@@ -33,6 +33,10 @@ def export(args: argparse.Namespace) -> int:
     if len(files) != meta["episodes"]:
         raise DatasetError(f"{args.source}: meta.json says {meta['episodes']} episodes, "
                            f"found {len(files)} files")
+    if args.episodes is not None:
+        if not 0 < args.episodes <= len(files):
+            raise DatasetError(f"--episodes {args.episodes}: {args.source} has {len(files)} episodes")
+        files = files[:args.episodes]
     with LeRobotWriter(args.out, meta["fps"], meta["cameras"], tuple(meta["image_size"]), meta["state_names"],
                        meta["action_names"], video=args.video, robot_type=args.robot_type,
                        overwrite=args.overwrite) as writer:
@@ -68,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lossless (H.264 RGB, qp 0: identical frames; default) "
                         "or av1 (LeRobot's default, lossy)")
     e.add_argument("--robot-type", default=None, help="info.json robot_type (default null)")
+    e.add_argument("--episodes", type=int, default=None,
+                   help="export only the first N episodes (default all)")
     e.set_defaults(run=export)
     i = sub.add_parser("import", help="LeRobotDataset v3 -> vla_ros episodes")
     i.add_argument("source", type=Path, help="LeRobotDataset v3 directory (with meta/info.json)")

@@ -14,8 +14,16 @@ are unseen).
 ``--ablation`` runs four variants on the same episodes: random actions, vision-only (instruction
 blanked), language-only (images blanked) and the full model, and prints a table.
 
+``--policy-backend lerobot`` evaluates a LeRobot policy checkpoint (models/lerobot_policy.py) in
+its worker process, started as vla_node starts it (``lerobot_python``): closed loop only (action
+error and the ablations need the built-in model's normalisation), and no instruction grounding (a
+LeRobot policy has no lexicon). Its joints are the names in the training dataset's info.json
+(found through the checkpoint's train_config.json) or else the simulator's, which they must equal.
+
     vla_ros eval --checkpoint checkpoints/tiny --episodes 100 --ablation
     vla_ros eval --episodes 100 --executor chunks
+    vla_ros eval --policy-backend lerobot --checkpoint out/act/checkpoints/last/pretrained_model \
+        --lerobot-fps 10 --episodes 100 --threads 1
 """
 
 from __future__ import annotations
@@ -146,6 +154,14 @@ def closed_loop(policy: Policy, env, seeds: list[int], execute: int) -> dict:
     }
 
 
+def latency_summary(latencies_s: list[float]) -> dict:
+    """Percentiles of every inference's wall time, in ms (through the worker process where there is one)."""
+    if not latencies_s:
+        return {"count": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
+    ms = np.asarray(latencies_s) * 1e3
+    return {"count": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
 def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: float = 0.0,
                         **overrides) -> dict:
     """Closed-loop success through the core Runtime on a simulated clock (sim/executor.py);
@@ -166,6 +182,7 @@ def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: 
         "reasons": dict(sorted(Counter(str(o.result.reason) for o in outcomes).items())),
         "starved_ticks": int(sum(o.starved_ticks for o in outcomes)),
         "latency_p50_s": float(np.median([o.latency_p50_s for o in outcomes])),
+        "inference": latency_summary([t for o in outcomes for t in o.latencies_s]),
         "failed": [{"seed": o.seed, "instruction": o.instruction, "reason": str(o.result.reason)}
                    for o in outcomes if not o.success],
     }
@@ -178,8 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", default=None, help="checkpoint directory (default: the default checkpoint)"
     )
+    p.add_argument("--policy-backend", choices=("vla_ros", "lerobot"), default="vla_ros",
+                   help="what --checkpoint holds (vla_node's policy_backend): this package's model or a "
+                        "LeRobot policy checkpoint, run in a worker process with --lerobot-python")
+    p.add_argument("--lerobot-fps", type=float, default=0.0,
+                   help="lerobot backend: frames per second of the policy's training data (required)")
+    p.add_argument("--lerobot-python", default="",
+                   help="lerobot backend: interpreter with lerobot (default: vla_node's lerobot_python rule)")
+    p.add_argument("--policy-timeout-s", type=float, default=2.0,
+                   help="lerobot backend: a worker call unanswered this long is a fault (vla_node's "
+                        "policy_timeout_s)")
     p.add_argument("--episodes", type=int, default=100, help="closed-loop episodes per variant")
-    p.add_argument("--offline-episodes", type=int, default=20, help="held-out expert demos for action error")
+    p.add_argument("--offline-episodes", type=int, default=None,
+                   help="held-out expert demos for action error (default 20; lerobot backend: 0)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="first episode seed")
     p.add_argument("--executor", choices=("runtime", "chunks"), default="runtime",
                    help="runtime: vla_node's executor on a simulated clock; chunks: the model alone")
@@ -208,12 +236,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from vla_ros.models.policy import load_policy
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.policy_backend == "lerobot":
+        problems = lerobot_argument_problems(args)
+        if problems:
+            parser.error("--policy-backend lerobot: " + "; ".join(problems))
+        args.offline_episodes = 0
+        policy = load_lerobot_worker(args)
+        checkpoint, action_std = args.checkpoint, None
+    else:
+        from vla_ros.models.policy import load_policy
+
+        args.offline_episodes = 20 if args.offline_episodes is None else args.offline_episodes
+        policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads,
+                             rtc=None if args.rtc == "off" else args.rtc)
+        checkpoint, action_std = str(policy.ckpt.path), policy.ckpt.normalizer.action_std
+    try:
+        return evaluate(args, policy, checkpoint, action_std)
+    finally:
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()
+
+
+def lerobot_argument_problems(args: argparse.Namespace) -> list[str]:
+    problems = []
+    if not args.checkpoint:
+        problems.append("--checkpoint (a LeRobot policy checkpoint directory) is required")
+    if not args.lerobot_fps > 0:
+        problems.append("--lerobot-fps (the training data's frames per second) is required")
+    if args.offline_episodes:
+        problems.append("--offline-episodes needs the built-in model's action normalisation; use 0")
+    if args.ablation:
+        problems.append("--ablation needs the built-in model")
+    if args.rtc != "off":
+        problems.append("--rtc needs the built-in model's flow head")
+    return problems
+
+
+def load_lerobot_worker(args: argparse.Namespace) -> Policy:
+    """The LeRobot checkpoint in its worker process, as vla_node's load_model starts it, with the
+    simulator's joint names (those of its training dataset where known, which must match)."""
+    from vla_ros.core.policy_process import ChildProcessPolicy
+    from vla_ros.models.lerobot_policy import dataset_joint_names, worker_options
+    from vla_ros.sim.scene import JOINT_NAMES
+
+    names = dataset_joint_names(args.checkpoint)
+    if names is not None:
+        for kind, given in zip(("observation.state", "action"), names, strict=True):
+            if list(given) != list(JOINT_NAMES):
+                raise SystemExit(f"vla_ros eval: {args.checkpoint}: the training dataset's {kind} names "
+                                 f"{list(given)} are not the simulator's joints {list(JOINT_NAMES)} in order")
+    factory, options, python = worker_options(
+        args.checkpoint, args.lerobot_fps, python=args.lerobot_python, threads=args.threads,
+        state_names=list(JOINT_NAMES), action_names=list(JOINT_NAMES))
+    return ChildProcessPolicy(factory, options, python=python, call_timeout_s=args.policy_timeout_s)
+
+
+def evaluate(args: argparse.Namespace, policy: Policy, checkpoint: str, action_std: np.ndarray | None) -> int:
     from vla_ros.sim import TabletopEnv
 
-    policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads,
-                         rtc=None if args.rtc == "off" else args.rtc)
     overrides = {"real_time_chunking": args.rtc != "off", "instruction_rewrite": args.instruction_rewrite}
     if args.blend or args.rtc != "off":
         overrides["blend"] = args.blend or "replace"
@@ -237,19 +320,21 @@ def main(argv: list[str] | None = None) -> int:
             "language-only": BlankImages(policy),
             "full": policy,
         }
-    std = policy.ckpt.normalizer.action_std
     rows = {}
     for name, variant in variants.items():
         t0 = time.monotonic()
-        err = action_error(variant, demos, std) if demos else float("nan")
+        err = action_error(variant, demos, action_std) if demos else float("nan")
         if args.executor == "runtime":
             result = closed_loop_runtime(variant, env, seeds, args.extra_latency_ms / 1000, **overrides)
         else:
             result = closed_loop(variant, env, seeds, execute)
         rows[name] = {"action_error": err, **result, "wall_s": round(time.monotonic() - t0, 1)}
+        inference = result.get("inference")
         print(
             f"{name:>14}: action error {err:.3f}  success {result['successes']}/{result['episodes']}"
-            f"  ({time.monotonic() - t0:.0f} s)",
+            + (f"  inference p50 {inference['p50_ms']:.1f} ms p99 {inference['p99_ms']:.1f} ms"
+               if inference else "")
+            + f"  ({time.monotonic() - t0:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
@@ -258,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         success = f"{r['success_rate'] * 100:.0f}% ({r['successes']}/{r['episodes']})"
         print(f"| {name} | {r['action_error']:.3f} | {success} |")
     summary = {
-        "checkpoint": str(policy.ckpt.path),
+        "checkpoint": checkpoint,
+        "policy_backend": args.policy_backend,
         "episodes": args.episodes,
         "first_seed": args.seed,
         "instructions": args.instructions,

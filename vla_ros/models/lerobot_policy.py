@@ -32,6 +32,7 @@ import numpy as np
 from vla_ros.core.policy import ActionChunk, InstructionContext, Observation, Policy, PolicySpec
 
 IMAGES_PREFIX = "observation.images."
+FACTORY = "vla_ros.models.lerobot_policy:load_lerobot_policy"
 # Constructed without the asset when the checkpoint's weights replace it (see the docstring).
 BACKBONE_WEIGHTS_FIELD = "pretrained_backbone_weights"
 # Policy types whose model or preprocessor loads a model or tokenizer from the hub when built, by
@@ -59,6 +60,36 @@ def lerobot_python(configured: str = "") -> str:
         f"no Python with lerobot: lerobot_python {configured!r}, VLA_ROS_LEROBOT_PYTHON "
         f"{os.environ.get('VLA_ROS_LEROBOT_PYTHON', '')!r} and {candidates[2]} are not executables; "
         "build one with `make lerobot-venv` or point lerobot_python at one")
+
+
+def worker_options(checkpoint_dir: str, fps: float, *, python: str = "", device: str = "cpu",
+                   threads: int = 1, state_names: list[str] | None = None,
+                   action_names: list[str] | None = None) -> tuple[str, dict, str]:
+    """How a LeRobot policy is started, in vla_node and `vla_ros eval` alike: the factory (run in the
+    worker process, or called here for a local one), its keyword arguments and the interpreter."""
+    options = {"checkpoint_dir": checkpoint_dir, "device": device, "threads": threads, "fps": fps}
+    if state_names is not None or action_names is not None:
+        options.update(state_names=state_names, action_names=action_names)
+    return FACTORY, options, lerobot_python(python)
+
+
+def dataset_joint_names(checkpoint_dir: str | Path) -> tuple[list[str], list[str]] | None:
+    """The state and action names of the dataset a checkpoint was trained on, where lerobot-train's
+    train_config.json (saved beside the checkpoint) names a local dataset root whose meta/info.json
+    still exists; None otherwise (checkpoints themselves do not record them)."""
+    train_config = Path(checkpoint_dir) / "train_config.json"
+    if not train_config.is_file():
+        return None
+    root = (json.loads(train_config.read_text()).get("dataset") or {}).get("root")
+    info = Path(root) / "meta" / "info.json" if root else None
+    if info is None or not info.is_file():
+        return None
+    features = json.loads(info.read_text()).get("features", {})
+    try:
+        return list(features["observation.state"]["names"]), list(features["action"]["names"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{info}: feature names missing ({exc}); expected observation.state and action "
+                         "features with 'names'") from exc
 
 
 class MissingAssetError(FileNotFoundError):
@@ -108,11 +139,17 @@ def policy_spec(config: dict, fps: float, state_names: list[str] | None = None,
     _, h, w = next(iter(shapes))
     state_dim = int(inputs["observation.state"]["shape"][0])
     action_dim = int(outputs["action"]["shape"][0])
+    for kind, names, dim in (("state", state_names, state_dim), ("action", action_names, action_dim)):
+        if names is not None and len(names) != dim:
+            raise ValueError(f"LeRobot policy {config['type']!r}: {len(names)} {kind} names {list(names)} "
+                             f"for its {dim} {kind} dimensions")
     chunk = int(config.get("chunk_size") or config.get("n_action_steps") or 1)
-    return PolicySpec(action_names=tuple(action_names or [f"action_{i}" for i in range(action_dim)]),
+    action_names = tuple(action_names or [f"action_{i}" for i in range(action_dim)])
+    return PolicySpec(action_names=action_names,
                       state_names=tuple(state_names or [f"state_{i}" for i in range(state_dim)]),
                       chunk_size=chunk, action_period=1.0 / float(fps),
-                      cameras=tuple(cameras), image_size=(int(h), int(w)))
+                      cameras=tuple(cameras), image_size=(int(h), int(w)),
+                      gripper_index=action_names.index("gripper") if "gripper" in action_names else None)
 
 
 class LeRobotPolicy(Policy):

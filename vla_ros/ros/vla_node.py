@@ -87,12 +87,11 @@ def load_model(config: params.NodeConfig, context=None, client_name: str = "vla_
                "rtc": config.real_time_chunking, "rtc_max_guidance": config.rtc_max_guidance}
     factory, python = "vla_ros.models.policy:load_policy", None
     if config.policy_backend == "lerobot":
-        from vla_ros.models.lerobot_policy import lerobot_python
+        from vla_ros.models.lerobot_policy import worker_options
 
-        factory = "vla_ros.models.lerobot_policy:load_lerobot_policy"
-        python = lerobot_python(config.lerobot_python)
-        options = {"checkpoint_dir": config.checkpoint_dir, "device": config.device,
-                   "threads": config.torch_threads, "fps": config.lerobot_fps}
+        factory, options, python = worker_options(config.checkpoint_dir, config.lerobot_fps,
+                                                  python=config.lerobot_python, device=config.device,
+                                                  threads=config.torch_threads)
     if config.policy_process == "child":
         from vla_ros.core.policy_process import ChildProcessPolicy
 

@@ -80,6 +80,7 @@ class EpisodeOutcome:
     clamped_ticks: int
     commands: int
     first_action_s: float | None  # simulated seconds from goal start to the first non-hold command
+    latencies_s: list[float] = field(default_factory=list)  # every inference's measured wall time
 
     @property
     def success(self) -> bool:
@@ -137,6 +138,7 @@ def run_episode(
     clock = SimulatedClock()
     results: list[GoalResult] = []
     sent = {"commands": 0, "first_action": None}
+    latencies: list[float] = []
 
     def on_command(command: Command) -> None:
         sent["commands"] += 1
@@ -195,7 +197,9 @@ def run_episode(
             pending = worker.begin()
             if pending is None:
                 break
-            took = time.perf_counter() - wall if latency == "measured" else float(latency)
+            measured = time.perf_counter() - wall
+            latencies.append(measured)
+            took = measured if latency == "measured" else float(latency)
             flying.append((clock.now + took + extra_latency_s, pending))
             flying.sort(key=lambda item: item[0])
         command = runtime.tick()
@@ -216,5 +220,5 @@ def run_episode(
         seed=seed, instruction=info["instruction"], result=results[0], inferences=stats["inferences"],
         latency_p50_s=float(stats["latency_p50_s"]), starved_ticks=stats["starved_ticks"],
         clamped_ticks=stats["clamped_ticks"], commands=sent["commands"],
-        first_action_s=None if first is None else first - started,
+        first_action_s=None if first is None else first - started, latencies_s=latencies,
     )  # fmt: skip
