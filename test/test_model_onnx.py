@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import onnxruntime  # noqa: F401 - the extra `deploy` (in `all`): a missing one fails, not skips
+import onnxscript  # noqa: F401
 import pytest
 import torch
 
@@ -24,8 +26,6 @@ from vla_ros.models.parity import pcc
 from vla_ros.models.policy import load_policy
 from vla_ros.models.vla import Guide, make_config, rtc_weights
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 torch.set_num_threads(1)
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
