@@ -50,12 +50,21 @@ lint: venv
 	.venv/bin/ruff check .
 
 # ruff and pytest both run (one's failure does not hide the other's findings); either fails the target.
+# The suite runs as two pytest processes, test files a-m then n-z: in one process, the DDS
+# participants the ROS tests leave behind grew until a new node's creation spun forever inside
+# Fast DDS (seen twice at about 70 % of the suite, never in either half alone). Exit 5 (nothing
+# collected in a half, e.g. under -k) counts as a pass there; .ci/run checks that tests ran.
+FIRST_HALF := --ignore-glob='*/test_[n-z]*.py'
+SECOND_HALF = $(wildcard test/test_[n-z]*.py)
+PYTEST_HALVES = { python -m pytest $(1) $(FIRST_HALF) && a=0 || a=$$?; python -m pytest $(1) $(SECOND_HALF) \
+	&& b=0 || b=$$?; [ $$a -eq 5 ] && a=0; [ $$b -eq 5 ] && b=0; [ $$a -eq 0 ] && [ $$b -eq 0 ]; }
+
 test: venv interfaces lerobot-venv
-	$(ENV) && { ruff check . && lint=0 || lint=$$?; python -m pytest $(PYTEST_ARGS) && tests=0 || tests=$$?; \
+	$(ENV) && { ruff check . && lint=0 || lint=$$?; $(call PYTEST_HALVES,$(PYTEST_ARGS)) && tests=0 || tests=$$?; \
 		[ $$lint -eq 0 ] || echo "make test: ruff check failed" >&2; exit $$(( lint || tests ? 1 : 0 )); }
 
 test-ros: venv interfaces lerobot-venv
-	$(ENV) && python -m pytest -m ros $(PYTEST_ARGS)
+	$(ENV) && $(call PYTEST_HALVES,-m ros $(PYTEST_ARGS))
 
 demo: venv interfaces
 	$(ENV) && vla_ros demo $(DEMO_ARGS)
