@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torchao  # noqa: F401 - the extra `deploy` (in `all`): a missing one fails, not skips
 
 from vla_ros.core.policy import Observation
 from vla_ros.models import quantize
@@ -17,7 +18,6 @@ from vla_ros.models.parity import pcc
 from vla_ros.models.policy import load_policy
 from vla_ros.models.vla import make_config
 
-pytest.importorskip("torchao")
 torch.set_num_threads(1)
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 # PCC of normalised chunks vs float32 on a random-init tiny model with its weights doubled (so that
