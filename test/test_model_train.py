@@ -140,3 +140,29 @@ def test_pretrained_token_embeddings_train_load_and_stay_out_of_the_checkpoint(t
     assert torch.equal(ckpt.model.language.embed_tokens.table, table)  # frozen: as read, after training
     with pytest.raises(ValueError, match="was trained with"):
         embedding_table("wordllama", sha256="0" * 64)
+
+
+def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path, capsys):
+    """--init CKPT --head flow: every trunk tensor starts as the checkpoint's, the flow expert
+    starts fresh, the regression head is named as not used; other overrides stay refused."""
+    import pytest
+
+    data = write_synthetic_dataset(tmp_path / "data", n=8)
+    common = ["--data", str(data), "--batch-size", "4", "--val-every", "2", "--warmup", "1",
+              "--threads", "1", "--quiet"]
+    base = tmp_path / "regression"
+    assert main([*common, "--out", str(base), "--steps", "2", *SMALL]) == 0
+    capsys.readouterr()
+    out = tmp_path / "flow"
+    assert main([*common, "--out", str(out), "--steps", "1", "--lr", "0", "--init", str(base),
+                 "--head", "flow"]) == 0
+    err = capsys.readouterr().err
+    assert "fresh ['action_in.bias'" in err and "'action_queries'" in err and "expert.norm.weight" in err
+    old, new = load_checkpoint(base).model.state_dict(), load_checkpoint(out).model
+    assert new.config.head == "flow" and new.config.chunk_size == 4
+    trunk_modules = ("vision.", "language.", "connector.", "state_proj.")
+    trunk = [k for k in new.state_dict() if k.startswith(trunk_modules)]
+    assert trunk and all(torch.equal(new.state_dict()[k], old[k]) for k in trunk)  # lr 0: as loaded
+    with pytest.raises(SystemExit, match="drop the overrides"):
+        main([*common, "--out", str(tmp_path / "x"), "--steps", "1", "--init", str(base), "--head", "flow",
+              "--chunk-size", "8"])

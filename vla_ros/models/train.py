@@ -33,7 +33,7 @@ from vla_ros.models.tokenizer import (
     embedding_table,
     pretrained_vocabulary,
 )
-from vla_ros.models.vla import PRESETS, VLAConfig, VLAModel, make_config
+from vla_ros.models.vla import PRESETS, VLAConfig, VLAModel, head_parameters, make_config
 
 STATE_FILE = "train_state.pt"
 
@@ -193,15 +193,26 @@ def make_tokenizer(name: str, casefold: bool):
                        "vocab_size": tokenizer.vocab_size}
 
 
-def load_initial_weights(model: VLAModel, state: dict, allow_fresh: bool) -> None:
+def load_initial_weights(model: VLAModel, state: dict, allow_fresh: bool,
+                         old_head: str | None = None) -> None:
     """`--init`'s weights into ``model``, strictly unless ``allow_fresh`` (a new tokenizer: its
-    embedding starts fresh, and each tensor that does is named)."""
+    embedding starts fresh, and each tensor that does is named). ``old_head``: the checkpoint's head
+    when it differs from the model's; the new head's tensors start fresh and the old one's are left,
+    and nothing else may differ."""
     target = model.state_dict()
     fresh = sorted(k for k in target if k not in state or state[k].shape != target[k].shape)
     unused = sorted(k for k in state if k not in target)
-    if (fresh or unused) and not allow_fresh:
-        raise SystemExit(f"--init: the checkpoint does not match the model: missing {fresh}, "
-                         f"unexpected {unused}")
+    stray = fresh + unused
+    if old_head is not None:
+        new_head, old = head_parameters(model.config.head), head_parameters(old_head)
+        fresh = sorted(set(fresh) | {k for k in target if k.startswith(new_head)})
+        unused = sorted(set(unused) | {k for k in state if k.startswith(old)})
+        stray = [k for k in fresh if not k.startswith(new_head)] + \
+            [k for k in unused if not k.startswith(old)]
+    if stray and not allow_fresh:
+        missing, unexpected = [k for k in fresh if k in stray], [k for k in unused if k in stray]
+        raise SystemExit(f"--init: the checkpoint does not match the model: missing {missing}, "
+                         f"unexpected {unexpected}")
     model.load_state_dict({k: v for k, v in state.items() if k in target and k not in fresh}, strict=False)
     if fresh or unused:
         print(f"--init: fresh {fresh}; not used from the checkpoint {unused}", file=sys.stderr)
@@ -209,10 +220,11 @@ def load_initial_weights(model: VLAModel, state: dict, allow_fresh: bool) -> Non
 
 def initial_checkpoint(directory: str, meta: dict, overrides: dict) -> Checkpoint:
     """The checkpoint `--init` fine-tunes: its robot interface must be the dataset's, and its
-    architecture is kept (so --head, --chunk-size and --set are refused)."""
-    if overrides:
+    architecture is kept (so --chunk-size and --set are refused); --head may swap the action head,
+    which then starts fresh on the checkpoint's trunk."""
+    if set(overrides) - {"head"}:
         raise SystemExit(f"--init {directory}: the checkpoint fixes the architecture; drop the overrides "
-                         f"{sorted(overrides)}")
+                         f"{sorted(set(overrides) - {'head'})}")
     ckpt = load_checkpoint(directory)
     for key, ours in (("cameras", ckpt.robot.cameras), ("state_names", ckpt.robot.state_names),
                       ("action_names", ckpt.robot.action_names)):
@@ -372,10 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     train_eps = [episodes[i] for i in train_ids]
     init = initial_checkpoint(args.init, meta, overrides) if args.init else None
     tokenizer, vocabulary = make_tokenizer(args.tokenizer, args.casefold)
+    old_head = None
     if init is not None:  # fine-tuning: the checkpoint's architecture and normalisation
         config, norm = init.model.config, init.normalizer
-        if vocabulary:
-            config = VLAConfig.from_dict({**config.to_dict(), **vocabulary})
+        if overrides.get("head", config.head) != config.head:
+            old_head = config.head
+        if vocabulary or old_head:
+            config = VLAConfig.from_dict({**config.to_dict(), **vocabulary, **overrides})
     else:
         config = make_config(args.config, cameras=cameras, state_dim=len(meta["state_names"]),
                              action_dim=len(meta["action_names"]), **overrides, **vocabulary)
@@ -399,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = VLAModel(config)
     if init is not None:
-        load_initial_weights(model, init.model.state_dict(), allow_fresh=bool(vocabulary))
+        load_initial_weights(model, init.model.state_dict(), allow_fresh=bool(vocabulary), old_head=old_head)
     model = model.to(device)
     model.train()
     def decays(name: str, p: torch.Tensor) -> bool:

@@ -248,6 +248,13 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def head_parameters(head: str) -> tuple[str, ...]:
+    """Name prefixes of the parameters that belong to one head (what a head swap trains fresh)."""
+    if head == "regression":
+        return ("action_queries", "action_out.")
+    return ("expert.", "action_in.", "time_mlp.", "action_out.")
+
+
 class PretrainedTokenEmbedding(nn.Module):
     """A frozen pretrained table [V, E] (a non-persistent buffer: the checkpoint keeps only the
     projection, the table is read from its source) and a learned projection E -> D."""
