@@ -83,3 +83,34 @@ def test_bad_observations_raise_clear_errors(policy):
         policy.predict_chunk(Observation(0.0, good.images, np.zeros(5)), ctx)
     with pytest.raises(ValueError, match="finite"):
         policy.predict_chunk(Observation(0.0, good.images, np.full(6, np.nan)), ctx)
+
+
+def test_prefix_rtc_keeps_the_committed_actions_and_needs_a_model_trained_for_it(tmp_path):
+    """real_time_chunking 'prefix': a flow model trained with rtc_train_delay gets the actions due
+    before its chunk lands and keeps them (in the robot's units, through the normalisation); one
+    trained without is refused by name."""
+    from vla_ros.core.policy import CommittedActions
+    from vla_ros.models.checkpoint import load_checkpoint
+
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    norm = Normalizer.fit(rng.normal(size=(50, 6)), rng.normal(size=(50, 6)))
+    meta = RobotMeta(NAMES, NAMES, ["scene", "wrist"], 0.05)
+    trained = tmp_path / "trained"
+    cfg = make_config("tiny", image_size=32, pooled_grid=2, lm_layers=2, chunk_size=8, head="flow",
+                      flow_steps=3, rtc_train_delay=3)
+    save_checkpoint(trained, new_checkpoint(cfg, norm, meta))
+    policy = load_policy(trained, rtc="prefix")
+    committed = np.random.default_rng(3).normal(size=(6, 6))
+    o = obs()
+    ctx = policy.encode_instruction("pick up the red cube")
+    free = policy.predict_chunk(o, ctx).actions
+    o.committed = CommittedActions(actions=committed, delay_steps=5)  # more than trained: 3 given
+    chunk = policy.predict_chunk(o, ctx).actions
+    np.testing.assert_allclose(chunk[:3], committed[:3], atol=1e-5)
+    assert not np.allclose(chunk[:3], free[:3], atol=1e-2)
+    plain = tmp_path / "plain"
+    save_checkpoint(plain, new_checkpoint(make_config("tiny", image_size=32, pooled_grid=2, lm_layers=2,
+                                                      chunk_size=8, head="flow"), norm, meta))
+    with pytest.raises(ValueError, match="rtc 'prefix'.*trained without"):
+        VLAPolicy(load_checkpoint(plain), rtc="prefix")

@@ -79,3 +79,39 @@ def test_zero_weights_change_nothing():
     with torch.no_grad():
         assert torch.allclose(model.predict(prefix, images, state, noise),
                               model.predict(prefix, images, state, noise, guide), atol=1e-6)
+
+
+def test_given_actions_are_kept_and_condition_the_rest():
+    """Train-time RTC (rtc_train_delay): the first d actions are the committed ones exactly, the
+    rest are sampled with them as context (so they differ from a free sample's), the cache stays
+    exact, and more than the trained delay is refused."""
+    torch.manual_seed(3)
+    cfg = small_config("flow", rtc_train_delay=4)
+    model = VLAModel(cfg).eval()
+    ids, mask, images, state, noise = random_inputs(cfg, ["pick up the red cube"], 3)
+    H, A, d = cfg.chunk_size, cfg.action_dim, 3
+    target = torch.full((1, H, A), 1.5)
+    with torch.no_grad():
+        prefix = model.encode_instruction(ids, mask)
+        free = model.predict(prefix, images, state, noise)
+        given = model.predict(prefix, images, state, noise, Guide(target, rtc_weights(H, d, d), given=d))
+        none_given = model.predict(prefix, images, state, noise, Guide(target, rtc_weights(H, 0, 0), given=0))
+        assert torch.equal(given[0, :d], target[0, :d])
+        assert not torch.allclose(given[0, d:], free[0, d:], atol=1e-4)
+        assert torch.allclose(none_given, free, atol=1e-6)  # d = 0: the plain sampler
+        assert torch.equal(model.predict(prefix, images, state, noise), free)  # the cache left exact
+        with pytest.raises(ValueError, match="rtc_train_delay=4"):
+            model.predict(prefix, images, state, noise, Guide(target, rtc_weights(H, 5, 5), given=5))
+
+
+def test_per_action_flow_times_equal_one_time_per_chunk():
+    """velocity() with t [B, H] all equal is the [B] call (old checkpoints sample as before)."""
+    cfg, model, prefix, images, state, noise = _model_and_prefix(4)
+    with torch.no_grad():
+        mask = model._observe(prefix, images, state)
+        t = torch.full((1,), 0.7)
+        one = model._cached_velocity(noise, t, prefix.cache, mask)
+        per_action = model._cached_velocity(noise, t[:, None].expand(1, cfg.chunk_size), prefix.cache, mask)
+        prefix.restore()
+    assert torch.equal(one, per_action)
+

@@ -144,7 +144,9 @@ def test_pretrained_token_embeddings_train_load_and_stay_out_of_the_checkpoint(t
 
 def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path, capsys):
     """--init CKPT --head flow: every trunk tensor starts as the checkpoint's, the flow expert
-    starts fresh, the regression head is named as not used; other overrides stay refused."""
+    starts fresh, the regression head is named as not used; other overrides stay refused.
+    --rtc-train-delay is recorded in the config (the policy's 'prefix' mode reads it), and refused
+    for the regression head."""
     import pytest
 
     data = write_synthetic_dataset(tmp_path / "data", n=8)
@@ -155,14 +157,17 @@ def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path
     capsys.readouterr()
     out = tmp_path / "flow"
     assert main([*common, "--out", str(out), "--steps", "1", "--lr", "0", "--init", str(base),
-                 "--head", "flow"]) == 0
+                 "--head", "flow", "--rtc-train-delay", "2"]) == 0
     err = capsys.readouterr().err
     assert "fresh ['action_in.bias'" in err and "'action_queries'" in err and "expert.norm.weight" in err
     old, new = load_checkpoint(base).model.state_dict(), load_checkpoint(out).model
-    assert new.config.head == "flow" and new.config.chunk_size == 4
+    assert new.config.head == "flow" and new.config.chunk_size == 4 and new.config.rtc_train_delay == 2
     trunk_modules = ("vision.", "language.", "connector.", "state_proj.")
     trunk = [k for k in new.state_dict() if k.startswith(trunk_modules)]
     assert trunk and all(torch.equal(new.state_dict()[k], old[k]) for k in trunk)  # lr 0: as loaded
     with pytest.raises(SystemExit, match="drop the overrides"):
         main([*common, "--out", str(tmp_path / "x"), "--steps", "1", "--init", str(base), "--head", "flow",
               "--chunk-size", "8"])
+    with pytest.raises(SystemExit, match="only the flow head"):
+        main([*common, "--out", str(tmp_path / "y"), "--steps", "1", "--init", str(base),
+              "--rtc-train-delay", "2"])

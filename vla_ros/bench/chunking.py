@@ -42,6 +42,7 @@ BOUNDARY_VARIANTS = {  # name -> (RuntimeConfig.blend, the policy's rtc mode or 
     "replace": ("replace", None),
     "rtc_cheap": ("replace", "cheap"),
     "rtc_exact": ("replace", "exact"),
+    "rtc_prefix": ("replace", "prefix"),  # train-time RTC: only for a checkpoint trained with it
 }
 FLOW_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "tiny_flow"
 
@@ -153,6 +154,12 @@ def _stat(parts: list[np.ndarray], fn) -> float:
     return float(fn(values)) if len(values) else float("nan")
 
 
+def variants_for(policy) -> list[str]:
+    """The boundary variants this checkpoint can run (rtc_prefix needs rtc_train_delay)."""
+    trained = bool(policy.model.config.rtc_train_delay)
+    return [v for v in BOUNDARY_VARIANTS if v != "rtc_prefix" or trained]
+
+
 def rtc_model_time(policy, repeats: int) -> dict:
     """Milliseconds per predict_chunk without and with committed actions (3 due before landing)."""
     from vla_ros.core.policy import CommittedActions
@@ -163,7 +170,8 @@ def rtc_model_time(policy, repeats: int) -> dict:
     context = policy.encode_instruction("pick up the red cube")
     committed = CommittedActions(actions=np.zeros((spec.chunk_size - 2, spec.action_dim)), delay_steps=3)
     guided = replace(obs, committed=committed)
-    times: dict[str, list[float]] = {"plain": [], "cheap": [], "exact": []}
+    modes = ["plain", "cheap", "exact"] + (["prefix"] if policy.model.config.rtc_train_delay else [])
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(repeats):
         for mode in times:
             policy.rtc = "exact" if mode == "plain" else mode
@@ -246,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             f"this one is {policy.model.config.head!r}"
         )
     seeds = [100_000 + i for i in range(episodes)]
+    variants = variants_for(policy)
     boundary: list[dict] = []
     for fraction in fractions:
-        for variant in BOUNDARY_VARIANTS:
+        for variant in variants:
             keep = args.plot is not None and abs(fraction - 0.5) < 1e-9
             boundary.append(boundary_run(policy, fraction, variant, seeds, 1, keep_trace=keep))
         cells = [b for b in boundary if b["fraction"] == fraction]
@@ -299,23 +308,26 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rtc_boundary_jump_ratio_at_50": ratio("rtc_exact"),
         "rtc_cheap_boundary_jump_ratio_at_50": ratio("rtc_cheap"),
+        **({"rtc_prefix_boundary_jump_ratio_at_50": ratio("rtc_prefix"),
+            "rtc_added_model_ms_prefix": round(timing["model_ms_prefix"] - timing["model_ms_plain"], 3)}
+           if "rtc_prefix" in variants else {}),
         **{
             f"boundary_{key}": {
-                v: {k: round(cell(v, f, key), 3) for k, f in by_fraction.items()} for v in BOUNDARY_VARIANTS
+                v: {k: round(cell(v, f, key), 3) for k, f in by_fraction.items()} for v in variants
             }
             for key in ("jump_mean_rad_s", "jump_p95_rad_s", "jerk_p95_rad_s3")
         },
         "other_ticks_jerk_p99_rad_s3": {
             v: round(float(np.mean([b["other_jerk_p99_rad_s3"] for b in boundary if b["variant"] == v])), 1)
-            for v in BOUNDARY_VARIANTS
+            for v in variants
         },
         "boundary_starved_ticks": {
-            v: sum(b["starved_ticks"] for b in boundary if b["variant"] == v) for v in BOUNDARY_VARIANTS
+            v: sum(b["starved_ticks"] for b in boundary if b["variant"] == v) for v in variants
         },
         "boundary_successes": {
             v: f"{sum(b['successes'] for b in boundary if b['variant'] == v)}/"
             f"{sum(b['episodes'] for b in boundary if b['variant'] == v)}"
-            for v in BOUNDARY_VARIANTS
+            for v in variants
         },
         **timing,
         "rtc_added_model_ms_cheap": round(timing["model_ms_cheap"] - timing["model_ms_plain"], 3),

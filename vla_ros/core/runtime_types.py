@@ -28,7 +28,7 @@ GOAL_POLICIES: tuple[str, ...] = get_args(GoalPolicy)
 GROUNDING_MODES: tuple[str, ...] = get_args(GroundingMode)
 INSTRUCTION_REWRITES: tuple[str, ...] = get_args(InstructionRewrite)
 EXECUTIONS: tuple[str, ...] = get_args(ExecutionMode)
-RtcMode = Literal["off", "cheap", "exact"]  # real-time chunking's guidance (models/vla.py: Guide)
+RtcMode = Literal["off", "cheap", "exact", "prefix"]  # real-time chunking's guidance (models/vla.py: Guide)
 RTC_MODES: tuple[str, ...] = get_args(RtcMode)
 
 

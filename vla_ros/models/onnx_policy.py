@@ -72,9 +72,10 @@ class OnnxModel:
         x, steps = noise.cpu().numpy().astype(np.float32), self.config.flow_steps
         target = weights = None
         if guide is not None:
-            if guide.exact:
-                raise ValueError("exact real-time chunking needs torch's backward pass; the onnxruntime "
-                                 "backend supports rtc 'cheap' or 'off'")
+            if guide.exact or guide.given is not None:
+                raise ValueError("exact and prefix real-time chunking need torch (a backward pass, or "
+                                 "per-action flow times); the onnxruntime backend supports rtc 'cheap' or "
+                                 "'off'")
             target = guide.target.cpu().numpy()
             weights = guide.weights.cpu().numpy()[None, :, None]
         for k in range(steps):

@@ -60,7 +60,9 @@ class VLAPolicy(Policy):
 
     ``rtc``: real-time chunking for the flow head (``vla.Guide``) when an observation carries the
     committed actions (the runtime's ``real_time_chunking``): ``exact`` (a backward pass through
-    the expert per Euler step), ``cheap`` (none) or ``off``. The regression head ignores it.
+    the expert per Euler step), ``cheap`` (none), ``prefix`` (train-time RTC: the actions due before
+    the chunk lands are given to the expert, for a model trained with ``rtc_train_delay``) or
+    ``off``. The regression head ignores it.
     (Grad mode is off rather than inference mode: exact guidance differentiates through the cache.)
     """
 
@@ -68,6 +70,10 @@ class VLAPolicy(Policy):
                  rtc: str = "exact", rtc_max_guidance: float = 5.0):
         if rtc not in RTC_MODES:
             raise ValueError(f"rtc must be one of {RTC_MODES}, got {rtc!r}")
+        if rtc == "prefix" and ckpt.model.config.head == "flow" and not ckpt.model.config.rtc_train_delay:
+            raise ValueError("rtc 'prefix' gives the committed actions to a flow model trained for them "
+                             "(vla_ros train --rtc-train-delay); this checkpoint was trained without; use "
+                             "'cheap' or 'exact'")
         if not rtc_max_guidance > 0:
             raise ValueError(f"rtc_max_guidance must be > 0, got {rtc_max_guidance}")
         self.rtc, self.rtc_max_guidance = rtc, float(rtc_max_guidance)
@@ -132,6 +138,10 @@ class VLAPolicy(Policy):
             raise ValueError(f"committed actions must be finite [n <= {H}, {A}], got shape {actions.shape}")
         target = np.zeros((H, A), dtype=np.float32)
         target[: len(actions)] = self.ckpt.normalizer.normalize_action(actions)
+        if self.rtc == "prefix":  # beyond the trained delay the chunk's own actions are dropped anyway
+            given = min(committed.delay_steps, len(actions), self.model.config.rtc_train_delay)
+            return Guide(target=torch.from_numpy(target)[None].to(self.device),
+                         weights=rtc_weights(H, given, given), exact=False, given=given)
         return Guide(target=torch.from_numpy(target)[None].to(self.device),
                      weights=rtc_weights(H, committed.delay_steps, len(actions)),
                      exact=self.rtc == "exact", max_guidance=self.rtc_max_guidance)
@@ -181,9 +191,9 @@ def load_policy(checkpoint_dir: str | Path | None = None, device: str = "cpu", d
         if device != "cpu" or resolve_dtype(dtype) != torch.float32:
             raise ValueError(f"{path} is an ONNX export: it runs on device 'cpu' in float32 "
                              f"(got device {device!r}, dtype {dtype!r})")
-        if rtc == "exact":
-            raise ValueError(f"{path} is an ONNX export: real-time chunking 'exact' needs torch's backward "
-                             "pass; use 'cheap' or 'off'")
+        if rtc in ("exact", "prefix"):
+            raise ValueError(f"{path} is an ONNX export: real-time chunking {rtc!r} needs torch (a backward "
+                             "pass, or per-action flow times); use 'cheap' or 'off'")
         return VLAPolicy(load_exported(path, threads=threads), context_cache_size=context_cache_size,
                          seed=seed, rtc=rtc or "cheap", rtc_max_guidance=rtc_max_guidance)
     if is_quantized(path):

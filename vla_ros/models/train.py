@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--head", choices=["regression", "flow"], default=None)
+    p.add_argument("--rtc-train-delay", type=int, default=None, metavar="D",
+                   help="flow head: train-time real-time chunking, the first d ~ U{0..D} actions of each "
+                        "chunk given clean and not learned (then vla_node's real_time_chunking 'prefix' "
+                        "works); allowed with --init (it changes no weights' shapes)")
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other VLAConfig overrides")
     p.add_argument("--steps", type=int, default=3000)
@@ -396,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                              action_dim=len(meta["action_names"]), **overrides, **vocabulary)
         norm = Normalizer.fit(np.concatenate([e.state for e in train_eps]),
                               np.concatenate([e.action for e in train_eps]))
+    if args.rtc_train_delay is not None:
+        if config.head != "flow":
+            raise SystemExit(f"--rtc-train-delay: only the flow head conditions on given actions; this "
+                             f"model's head is {config.head!r}")
+        config = VLAConfig.from_dict({**config.to_dict(), "rtc_train_delay": args.rtc_train_delay})
     train = build_frames(train_eps, cameras, config.image_size, config.chunk_size, norm)
     val = build_frames([episodes[i] for i in val_ids], cameras, config.image_size, config.chunk_size, norm) \
         if val_ids else None

@@ -93,6 +93,10 @@ class VLAConfig(PreTrainedConfig):
     expert_width: int = 96
     expert_mlp: int = 256
     flow_steps: int = 10
+    # Train-time real-time chunking (arXiv 2512.05964): trained with the first d ~ U{0..this} actions
+    # of each chunk given clean (flow time 0) and no loss on them, so at run time the committed
+    # actions can be given the same way (Guide.given) instead of guided towards. 0: trained without.
+    rtc_train_delay: int = 0
     # full backbone configs (set when built from pretrained backbones; override the sizes above)
     vision_backbone: dict | None = None
     language_backbone: dict | None = None
@@ -103,6 +107,9 @@ class VLAConfig(PreTrainedConfig):
             self.cameras = list(DEFAULT_CAMERAS)
         if self.head not in ("regression", "flow"):
             raise ValueError(f"VLAConfig.head must be 'regression' or 'flow', got {self.head!r}")
+        if not 0 <= self.rtc_train_delay < self.chunk_size:
+            raise ValueError(f"VLAConfig.rtc_train_delay must be in [0, chunk_size {self.chunk_size}), "
+                             f"got {self.rtc_train_delay}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of "
                              f"patch_size {self.patch_size}")
@@ -215,6 +222,9 @@ class Guide:
     weights: torch.Tensor  # [H] in [0, 1]: how strongly action k must match the target
     exact: bool = True  # vector-Jacobian product through the expert, or the identity Jacobian
     max_guidance: float = 5.0  # cap on the guidance weight (the paper's beta)
+    # Train-time RTC (a model trained with rtc_train_delay): the first ``given`` target rows are
+    # given to the expert clean at flow time 0 and kept; no guidance. None: guidance as above.
+    given: int | None = None
 
 
 def rtc_weights(chunk_size: int, delay_steps: int, overlap: int) -> torch.Tensor:
@@ -370,10 +380,13 @@ class VLAModel(PreTrainedModel):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: DynamicCache, mask: torch.Tensor,
                  offset: int) -> torch.Tensor:
-        """Flow expert: noisy actions [B, H, A] at time t [B] over the cached [instruction, obs]."""
+        """Flow expert: noisy actions [B, H, A] at time t [B] (or per action, [B, H]) over the cached
+        [instruction, obs]."""
         # the expert's norm holds its float dtype (action_in's weight may be a quantized module's)
         tokens = self.action_in(x_t.to(self.expert.norm.weight.dtype))
-        temb = sinusoidal_embedding(t, tokens.shape[-1]).to(tokens.dtype)[:, None].expand_as(tokens)
+        B, H, De = tokens.shape
+        t = t[:, None].expand(B, H) if t.ndim == 1 else t
+        temb = sinusoidal_embedding(t.reshape(-1), De).reshape(B, H, De).to(tokens.dtype)
         tokens = self.time_mlp(torch.cat([tokens, temb], dim=-1))
         H = tokens.shape[1]
         hidden = self.expert(inputs_embeds=tokens, attention_mask=self._extend_mask(mask, H),
@@ -413,6 +426,8 @@ class VLAModel(PreTrainedModel):
                guide: Guide | None = None) -> torch.Tensor:
         """Integrate from noise (t=1) to actions (t=0) over the cache (which every step leaves as is)."""
         x, steps = noise, self.config.flow_steps
+        if guide is not None and guide.given is not None:
+            return self._euler_given(cache, mask, x, guide.target, guide.given)
         for k in range(steps):
             t = torch.full((x.shape[0],), 1.0 - k / steps, device=x.device)
             if guide is None:
@@ -421,6 +436,22 @@ class VLAModel(PreTrainedModel):
                 v = self._guided_velocity(x, t, cache, mask, guide)
             x = x - v / steps
         return x
+
+    def _euler_given(self, cache: DynamicCache, mask: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
+                     given: int) -> torch.Tensor:
+        """Train-time RTC: the first ``given`` actions are the target's, at flow time 0, every step."""
+        if not 0 <= given <= self.config.rtc_train_delay:
+            raise ValueError(f"{given} given actions: this model was trained with up to "
+                             f"rtc_train_delay={self.config.rtc_train_delay}")
+        B, H, _ = x.shape
+        known = (torch.arange(H, device=x.device) < given)[None].expand(B, H)  # [B, H]
+        target = target.to(x.dtype)
+        steps = self.config.flow_steps
+        for k in range(steps):
+            x = torch.where(known[..., None], target, x)
+            t = torch.where(known, 0.0, 1.0 - k / steps)
+            x = x - self._cached_velocity(x, t, cache, mask) / steps
+        return torch.where(known[..., None], target, x)
 
     # --- inference with the prefix cache ---------------------------------------------------------
     def predict(self, prefix: Prefix, images: torch.Tensor, state: torch.Tensor,
@@ -519,9 +550,17 @@ class VLAModel(PreTrainedModel):
         # pi0 / SmolVLA: t ~ Beta(1.5, 1) favours noisier times; x_t = t*noise + (1-t)*actions
         beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
         t = beta.sample((B,)).to(actions.device) * 0.999 + 0.001
-        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+        t = t[:, None].expand(B, self.config.chunk_size)  # [B, H]
+        learn = torch.ones_like(t, dtype=torch.bool)
+        if self.config.rtc_train_delay:  # train-time RTC: d leading actions given clean, not learned
+            d = torch.randint(0, self.config.rtc_train_delay + 1, (B, 1), generator=generator,
+                              device=actions.device)
+            learn = torch.arange(self.config.chunk_size, device=actions.device)[None] >= d
+            t = torch.where(learn, t, 0.0)
+        x_t = t[..., None] * noise + (1 - t[..., None]) * actions
         v = self.velocity(x_t, t, prefix.cache, mask, offset=self.config.observation_tokens).float()
-        return {"loss": F.mse_loss(v, noise - actions), "pred": x_t - t[:, None, None] * v}
+        error = (v - (noise - actions)).square().mean(dim=-1)  # [B, H]
+        return {"loss": error[learn].mean(), "pred": x_t - t[..., None] * v}
 
 
 def _backbone_dict(cfg: PreTrainedConfig) -> dict:

@@ -300,8 +300,9 @@ PARAMS: tuple[Param, ...] = (
         "off",
         "Real-time chunking: each inference gets the buffered actions it must agree with and how many "
         "run before it lands; the flow head inpaints its chunk against them, 'exact' (a backward pass "
-        "through the action expert per sampling step) or 'cheap' (none); other models ignore them",
-        "off, cheap or exact",
+        "through the action expert per sampling step) or 'cheap' (none), or 'prefix' gives them to a "
+        "flow model trained for it (vla_ros train --rtc-train-delay); other models ignore them",
+        "off, cheap, exact or prefix",
         _one_of(RTC_MODES),
     ),
     Param(
