@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--head", choices=["regression", "flow"], default=None)
     p.add_argument("--rtc-train-delay", type=int, default=None, metavar="D",
-                   help="flow head: train-time real-time chunking, the first d ~ U{0..D} actions of each "
-                        "chunk given clean and not learned (then vla_node's real_time_chunking 'prefix' "
+                   help="flow head: train-time real-time chunking, the first d actions of each chunk given "
+                        "clean and not learned (d = 0 for half the rows, else U{1..D}) (then vla_node's real_time_chunking 'prefix' "
                         "works); allowed with --init (it changes no weights' shapes)")
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other VLAConfig overrides")

@@ -93,9 +93,10 @@ class VLAConfig(PreTrainedConfig):
     expert_width: int = 96
     expert_mlp: int = 256
     flow_steps: int = 10
-    # Train-time real-time chunking (arXiv 2512.05964): trained with the first d ~ U{0..this} actions
-    # of each chunk given clean (flow time 0) and no loss on them, so at run time the committed
-    # actions can be given the same way (Guide.given) instead of guided towards. 0: trained without.
+    # Train-time real-time chunking (arXiv 2512.05964): trained with the first d actions of each
+    # chunk given clean (flow time 0) and no loss on them (d = 0 for half the rows, else U{1..this}),
+    # so at run time the committed actions can be given the same way (Guide.given) instead of
+    # guided towards. 0: trained without.
     rtc_train_delay: int = 0
     # full backbone configs (set when built from pretrained backbones; override the sizes above)
     vision_backbone: dict | None = None
@@ -553,8 +554,11 @@ class VLAModel(PreTrainedModel):
         t = t[:, None].expand(B, self.config.chunk_size)  # [B, H]
         learn = torch.ones_like(t, dtype=torch.bool)
         if self.config.rtc_train_delay:  # train-time RTC: d leading actions given clean, not learned
-            d = torch.randint(0, self.config.rtc_train_delay + 1, (B, 1), generator=generator,
+            # d = 0 for half the rows, so the first actions (all a low-latency run executes) keep
+            # half their supervision; else d ~ U{1..D}
+            d = torch.randint(1, self.config.rtc_train_delay + 1, (B, 1), generator=generator,
                               device=actions.device)
+            d = d * (torch.rand((B, 1), generator=generator, device=actions.device) < 0.5)
             learn = torch.arange(self.config.chunk_size, device=actions.device)[None] >= d
             t = torch.where(learn, t, 0.0)
         x_t = t[..., None] * noise + (1 - t[..., None]) * actions
