@@ -278,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=["regression", "flow"], default=None)
     p.add_argument("--rtc-train-delay", type=int, default=None, metavar="D",
                    help="flow head: train-time real-time chunking, the first d actions of each chunk given "
-                        "clean and not learned (d = 0 for half the rows, else U{1..D}) (then vla_node's real_time_chunking 'prefix' "
-                        "works); allowed with --init (it changes no weights' shapes)")
+                        "clean and not learned (d = 0 for half the rows, else U{1..D}), for vla_node's "
+                        "real_time_chunking 'prefix'; allowed with --init (no weight changes shape)")
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other VLAConfig overrides")
     p.add_argument("--steps", type=int, default=3000)
