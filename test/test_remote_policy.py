@@ -312,3 +312,62 @@ def test_a_server_from_before_committed_actions_is_named_when_rtc_needs_them(rcl
             client.close()
     finally:
         server.stop()
+
+
+class CommittedRecorder(ScriptedPolicy):
+    """A ScriptedPolicy that does real-time chunking (says so) and records each observation's
+    committed actions as the server's model receives them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    def real_time_chunking(self):
+        return "exact", 5.0
+
+    def predict_chunk(self, observation, context):
+        self.seen.append(observation.committed)
+        return super().predict_chunk(observation, context)
+
+
+def test_vla_node_with_real_time_chunking_sends_the_workers_committed_actions_to_the_server(rclpy_context):
+    """vla_node's runtime through DDS: the goal's first inference carries none, later ones the
+    buffered actions (whole rows of the model's actions, a delay within them)."""
+    from node_harness import Rig
+
+    recorder = CommittedRecorder()
+    server = Server(rclpy_context, recorder)
+    client = RemotePolicy(rclpy_context, "/test_policy_server", call_timeout_s=5.0, start_timeout_s=20.0,
+                          rtc="exact")
+    rig = Rig(rclpy_context, policy=client, real_time_chunking="exact")
+    try:
+        rig.start_moving()  # configure, activate, a goal
+        assert wait_until(lambda: sum(c is not None for c in recorder.seen) >= 3, 10.0), recorder.seen
+        assert recorder.seen[0] is None  # the goal's first chunk: nothing buffered yet
+        for committed in (c for c in recorder.seen if c is not None):
+            n = len(committed.actions)
+            assert committed.actions.shape == (n, 6) and 0 < n <= 10
+            assert np.all(np.isfinite(committed.actions))
+            assert 0 <= committed.delay_steps <= n
+    finally:
+        rig.close()
+        client.close()
+        server.stop()
+
+
+def test_vla_node_with_real_time_chunking_refuses_a_server_that_ignores_committed_actions(rclpy_context):
+    from node_harness import node_parameters
+
+    from vla_ros.ros.vla_node import VlaNode
+
+    server = Server(rclpy_context, ScriptedPolicy())
+    node = VlaNode("rtc_vla", context=rclpy_context, parameter_overrides=node_parameters(
+        policy_process="remote", policy_server="/test_policy_server", real_time_chunking="cheap",
+        policy_start_timeout_s=20.0))
+    try:
+        assert not node.autostart()
+        assert ("real_time_chunking 'cheap': the model of policy_server /test_policy_server ignores "
+                "committed actions") in node.last_error
+    finally:
+        node.destroy_node()
+        server.stop()
