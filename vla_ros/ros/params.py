@@ -300,14 +300,16 @@ PARAMS: tuple[Param, ...] = (
         "off",
         "Real-time chunking: each inference gets the buffered actions it must agree with and how many "
         "run before it lands; the flow head inpaints its chunk against them, 'exact' (a backward pass "
-        "through the action expert per sampling step) or 'cheap' (none); other models ignore them",
+        "through the action expert per sampling step) or 'cheap' (none); other models ignore them "
+        "(remote: the policy_server's model must do the same, checked at configure)",
         "off, cheap or exact",
         _one_of(RTC_MODES),
     ),
     Param(
         "rtc_max_guidance",
         5.0,
-        "Real-time chunking: cap on the guidance weight (the paper's beta)",
+        "Real-time chunking: cap on the guidance weight (the paper's beta; remote: the policy_server's "
+        "must be the same)",
         "(0, 100]",
         _between(0.0, 100.0, lo_open=True),
     ),

@@ -16,7 +16,7 @@ One observation = one message on each observation topic, all with the same heade
 server pairs them with message_filters' exact-time synchronizer). Images are resized to the
 model's input on the robot side, so a 64x64 camera costs 12 kB per frame whatever the camera's
 resolution. A server that has the real_time_chunking parameter takes ~/observation/committed,
-and the client then publishes it with every observation (present or not: 40 bytes when not), so
+and the client then publishes it with every observation (present or not: 28 bytes when not), so
 the pairing stays exact and never guesses whether one is coming. A client from before it publishes
 none, and the server pairs images and state alone while the committed topic has no publisher.
 Against a server without the parameter (from before) the client publishes none, refuses
