@@ -16,7 +16,9 @@ Arguments:
   stamp_source     wall or sim (sim also publishes /clock and sets use_sim_time on vla_node)
   log_level        log level of both nodes
   vla_overrides    extra vla_node parameters as YAML text, e.g. "{extra_latency_s: 0.3}"; with
-                   "{policy_process: remote}" a policy_server node runs the model (three processes)
+                   "{policy_process: remote}" a policy_server node runs the model (three processes;
+                   real_time_chunking and rtc_max_guidance given here go to it as rtc and
+                   rtc_max_guidance)
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ def _nodes(context, *_args, **_kwargs):
     if overrides.get("policy_process") == "remote":  # the model in a third process, over DDS
         model = ("checkpoint_dir", "device", "dtype", "torch_threads")
         server = {k: overrides[k] for k in model if k in overrides}
+        # real-time chunking as vla_node asks for it (it refuses a server that does otherwise)
+        rtc = overrides.get("real_time_chunking", "off")
+        if rtc not in ("off", False):
+            server["rtc"] = str(rtc)
+        if "rtc_max_guidance" in overrides:
+            server["rtc_max_guidance"] = float(overrides["rtc_max_guidance"])
         nodes.append(Node(
             package="vla_ros", executable="policy_server", name="policy_server", output="screen",
             on_exit=Shutdown(reason="policy_server exited"), parameters=[server],

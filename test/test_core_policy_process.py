@@ -66,6 +66,24 @@ def test_an_exception_in_the_child_policy_is_reported_and_the_worker_stays():
         child.close()
 
 
+def test_the_child_says_what_its_policy_does_with_committed_actions():
+    """Policy.real_time_chunking() of the child's policy, from its ready message."""
+    flow_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                            "tiny_flow")
+    child = ChildProcessPolicy("vla_ros.models.policy:load_policy",
+                               {"checkpoint_dir": flow_dir, "rtc": "cheap", "rtc_max_guidance": 2.0})
+    try:
+        assert child.real_time_chunking() == ("cheap", 2.0)
+    finally:
+        child.close()
+    assert child.real_time_chunking() == ("off", 0.0)  # none runs
+    scripted = ChildProcessPolicy(SCRIPTED)
+    try:
+        assert scripted.real_time_chunking() == ("off", 0.0)
+    finally:
+        scripted.close()
+
+
 def test_a_factory_that_fails_names_its_cause():
     with pytest.raises(PolicyProcessError, match="could not start.*no_such_module"):
         ChildProcessPolicy("no_such_module:make")

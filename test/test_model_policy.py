@@ -114,3 +114,15 @@ def test_prefix_rtc_keeps_the_committed_actions_and_needs_a_model_trained_for_it
                                                       chunk_size=8, head="flow"), norm, meta))
     with pytest.raises(ValueError, match="rtc 'prefix'.*trained without"):
         VLAPolicy(load_checkpoint(plain), rtc="prefix")
+
+
+def test_the_policy_says_what_it_does_with_committed_actions(policy):
+    """Policy.real_time_chunking(): the regression head ignores them whatever ``rtc`` says; the flow
+    head guides with its mode and cap (a policy_server publishes this for its clients)."""
+    from pathlib import Path
+
+    assert policy.model.config.head == "regression" and policy.rtc == "exact"
+    assert policy.real_time_chunking() == ("off", 0.0)
+    flow_dir = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_flow"
+    assert load_policy(flow_dir, rtc="cheap", rtc_max_guidance=2.0).real_time_chunking() == ("cheap", 2.0)
+    assert load_policy(flow_dir, rtc="off").real_time_chunking() == ("off", 0.0)

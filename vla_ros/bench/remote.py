@@ -9,8 +9,11 @@ one run:
 Added latency = round trip (observation sent -> chunk received) minus the time the policy itself
 took (remote: the server's model_s; child: the same policy called in this process, median).
 bytes_per_observation: the serialized sizes of what goes over DDS for one observation (two Image
-messages and one JointState). Both ends spin ros/executors.py's executor (rclpy's EventsExecutor
-where it exists). Target: remote adds <= 3 ms p99 at 224x224. Last line: one JSON object.
+messages, one JointState and one CommittedActions, present false). remote_rtc_64x64: the 64x64
+case with observations that carry committed actions (a whole chunk, the most real-time chunking
+sends; the model-free policy ignores them, so this measures their transport). Both ends spin
+ros/executors.py's executor (rclpy's EventsExecutor where it exists). Target: remote adds <= 3 ms
+p99 at 224x224. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ def _ms(values, q) -> float:
     return round(float(np.percentile(np.asarray(values) * 1e3, q)), 3)
 
 
-def _observation(spec, stamp: float, rng):
-    from vla_ros.core.policy import Observation
+def _observation(spec, stamp: float, rng, committed: bool = False):
+    from vla_ros.core.policy import CommittedActions, Observation
 
     images = {cam: rng.integers(0, 256, (*spec.image_size, 3), dtype=np.uint8) for cam in spec.cameras}
-    return Observation(stamp, images, rng.normal(size=spec.state_dim).astype(np.float32))
+    rtc = CommittedActions(rng.normal(size=(spec.chunk_size, spec.action_dim)), 3) if committed else None
+    return Observation(stamp, images, rng.normal(size=spec.state_dim).astype(np.float32), rtc)
 
 
-def bytes_per_observation(spec, obs) -> int:
+def bytes_per_observation(spec, obs, committed_type=None) -> int:
+    """Serialized bytes of one observation's messages (with its CommittedActions message when
+    ``committed_type``, the generated type, is given: a server that takes them gets one each time)."""
     from rclpy.serialization import serialize_message
 
     from vla_ros.ros import remote_transport
@@ -47,16 +53,18 @@ def bytes_per_observation(spec, obs) -> int:
     stamp = remote_transport.stamp_to_msg(obs.stamp)
     msgs = [remote_transport.image_msg(obs.images[cam], stamp) for cam in spec.cameras]
     msgs.append(remote_transport.joint_state_msg(spec.state_names, obs.state, stamp))
+    if committed_type is not None:
+        msgs.append(remote_transport.committed_msg(committed_type, obs.committed, stamp))
     return sum(len(serialize_message(m)) for m in msgs)
 
 
-def measure(policy, calls: int, warmup: int, own_time) -> dict:
+def measure(policy, calls: int, warmup: int, own_time, committed: bool = False) -> dict:
     """Round trips of ``policy.predict_chunk``; ``own_time(chunk)`` is the policy's share of one."""
     rng = np.random.default_rng(0)
     ctx = policy.encode_instruction("pick up the red cube")
     added, rtt = [], []
     for i in range(warmup + calls):
-        obs = _observation(policy.spec, 1000.0 + 0.01 * i, rng)
+        obs = _observation(policy.spec, 1000.0 + 0.01 * i, rng, committed)
         start = time.perf_counter()
         chunk = policy.predict_chunk(obs, ctx)
         elapsed = time.perf_counter() - start
@@ -92,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     from vla_ros.core.policy_process import ChildProcessPolicy
+    from vla_ros.ros.interface_fields import load_remote_interfaces
     from vla_ros.ros.remote_policy import RemotePolicy
+
+    committed_type = load_remote_interfaces()[3]
 
     rclpy.init()
     node_name = f"bench_policy_server_{os.getpid()}"
@@ -112,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                 remote = RemotePolicy(rclpy.get_default_context(), f"/{node_name}_{size}",
                                       node_name=f"bench_remote_client_{size}", call_timeout_s=5.0,
                                       start_timeout_s=30.0)
-                figures = measure(remote, calls, warmup, lambda chunk: chunk.info["server_model_s"])
-                obs = _observation(remote.spec, 1.0, np.random.default_rng(1))
-                figures["bytes_per_observation"] = bytes_per_observation(remote.spec, obs)
+                server_time = lambda chunk: chunk.info["server_model_s"]  # noqa: E731
+                takes = committed_type if remote.server_rtc is not None else None
+                cases = [("remote", False), ("remote_rtc", True)] if size == SIZES[0] else [("remote", False)]
+                for name, with_committed in cases:
+                    figures = measure(remote, calls, warmup, server_time, with_committed)
+                    obs = _observation(remote.spec, 1.0, np.random.default_rng(1), with_committed)
+                    figures["bytes_per_observation"] = bytes_per_observation(remote.spec, obs, takes)
+                    result[f"{name}_{key}"] = figures
                 result["executor"] = remote.executor_name  # the server spins the same kind
-                result[f"remote_{key}"] = figures
             finally:
                 if remote is not None:
                     remote.close()

@@ -45,5 +45,8 @@ class DelayedPolicy(Policy):
     def process_info(self):
         return self.policy.process_info()
 
+    def real_time_chunking(self) -> tuple[str, float]:
+        return self.policy.real_time_chunking()
+
     def close(self) -> None:
         self.policy.close()

@@ -116,6 +116,13 @@ class Policy(abc.ABC):
     def reset(self) -> None:  # noqa: B027 - optional hook, stateless policies need nothing
         """Forget per-episode state (called when a goal starts or ends)."""
 
+    def real_time_chunking(self) -> tuple[str, float]:
+        """What ``predict_chunk`` does with ``Observation.committed``: ("off", 0.0) when it ignores
+        them, else its guidance mode ("cheap" or "exact", models/policy.py's flow head) and the cap
+        on the guidance weight. A policy_server publishes it, so a client asking for real-time
+        chunking learns at configure whether and how the server's model does it."""
+        return "off", 0.0
+
     def process_info(self) -> dict[str, Any] | None:
         """The worker process serving this policy (state, pid, starts, failures), for diagnostics;
         None when the policy runs in the caller's process."""

@@ -76,6 +76,7 @@ class _Worker:
         self.proc, self.conn, self.generation = proc, conn, generation
         self.started = threading.Event()
         self.spec: PolicySpec | None = None
+        self.rtc: tuple[str, float] = ("off", 0.0)  # the child policy's real_time_chunking()
         self.start_error = ""
 
     def await_start(self, timeout_s: float) -> None:
@@ -85,6 +86,7 @@ class _Worker:
                 kind, _, value = self.conn.recv()
                 if kind == "ready":
                     self.spec = value["spec"]
+                    self.rtc = tuple(value.get("rtc", self.rtc))
                 else:
                     self.start_error = f"policy process could not start: {value}"
             else:
@@ -193,6 +195,11 @@ class ChildProcessPolicy(Policy):
 
     def reset(self) -> None:
         self._call(self._ensure_running(), "reset", ())
+
+    def real_time_chunking(self) -> tuple[str, float]:
+        """The child policy's, as it said when it started (("off", 0.0) while none runs)."""
+        worker = self._worker
+        return worker.rtc if worker is not None and worker.spec is not None else ("off", 0.0)
 
     def close(self) -> None:
         """Ask the child to exit (SIGKILL after 2 s) and free the shared memory. A call still running
@@ -377,7 +384,7 @@ def serve(conn: Connection, shm_fd: int) -> int:
         traceback.print_exc()
         conn.send(("error", 0, f"{factory}: {type(exc).__name__}: {exc}"))
         return 1
-    conn.send(("ready", 0, {"spec": policy.spec, "pid": os.getpid()}))
+    conn.send(("ready", 0, {"spec": policy.spec, "pid": os.getpid(), "rtc": policy.real_time_chunking()}))
     contexts: OrderedDict[int, InstructionContext] = OrderedDict()
     shm: mmap.mmap | None = None
     while True:

@@ -149,6 +149,12 @@ class VLAPolicy(Policy):
     def reset(self) -> None:
         """Per-episode state: none (the instruction LRU is kept on purpose)."""
 
+    def real_time_chunking(self) -> tuple[str, float]:
+        """The regression head ignores committed actions; the flow head guides with ``rtc``."""
+        if self.model.config.head != "flow" or self.rtc == "off":
+            return "off", 0.0
+        return self.rtc, self.rtc_max_guidance
+
     # --- helpers --------------------------------------------------------------------------------------
     def preprocess(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """-> images float [1, C, 3, S, S] in [0, 1] and normalised state [1, state_dim]."""

@@ -301,14 +301,16 @@ PARAMS: tuple[Param, ...] = (
         "Real-time chunking: each inference gets the buffered actions it must agree with and how many "
         "run before it lands; the flow head inpaints its chunk against them, 'exact' (a backward pass "
         "through the action expert per sampling step) or 'cheap' (none), or 'prefix' gives them to a "
-        "flow model trained for it (vla_ros train --rtc-train-delay); other models ignore them",
+        "flow model trained for it (vla_ros train --rtc-train-delay); other models ignore them "
+        "(remote: the policy_server's model must do the same, checked at configure)",
         "off, cheap, exact or prefix",
         _one_of(RTC_MODES),
     ),
     Param(
         "rtc_max_guidance",
         5.0,
-        "Real-time chunking: cap on the guidance weight (the paper's beta)",
+        "Real-time chunking: cap on the guidance weight (the paper's beta; remote: the policy_server's "
+        "must be the same)",
         "(0, 100]",
         _between(0.0, 100.0, lo_open=True),
     ),

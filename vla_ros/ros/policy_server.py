@@ -5,11 +5,14 @@
 
 vla_node with `policy_process: remote` and `policy_server: /policy_server` drives it; the topics,
 services and QoS are in `vla_ros/ros/remote_transport.py`. The server answers every complete
-observation (all cameras and the joint state with one stamp) with one PolicyChunk, newest first: an
+observation (all cameras, the joint state and, from a client that sends them, the committed actions
+for real-time chunking, with one stamp) with one PolicyChunk, newest first: an
 observation that arrives while the model runs replaces any older one still waiting. The
 instruction is encoded once per goal (~/encode_instruction) and its prefix KV cache is used for
 every observation until the next one. A model error on an observation is sent back in the chunk's
-`error` field (the client faults its goal with it); the server stays up.
+`error` field (the client faults its goal with it); the server stays up. What the model does with
+committed actions (Policy.real_time_chunking()) is in the read-only parameters real_time_chunking
+and real_time_chunking_max_guidance, which a client asking for real-time chunking checks at start.
 
 Threads: one executor thread (services, observation callbacks; ros/executors.py) and one model
 thread; a lock makes the policy's calls one at a time, as the Policy contract asks.
@@ -46,7 +49,13 @@ PARAMETERS = (  # name, default, description
     ("policy_factory", "", "Instead of a checkpoint, 'module:callable' returning a Policy (e.g. "
      "vla_ros.core.scripted_policy:scripted_policy, a model-free policy to measure the transport)"),
     ("policy_factory_args", "{}", "Keyword arguments of policy_factory, as a JSON object"),
+    ("rtc", "", "Real-time chunking of a flow-head checkpoint's model: exact, cheap, prefix (a model "
+     "trained with --rtc-train-delay) or off; empty = the backend's default (torch exact, "
+     "onnxruntime cheap). vla_node's real_time_chunking must match"),
+    ("rtc_max_guidance", 5.0, "Real-time chunking: cap on the guidance weight (vla_node's must match)"),
 )
+# Read-only, set from the served policy (Policy.real_time_chunking()) once it is loaded.
+RTC_MODE_PARAMETER, RTC_GUIDANCE_PARAMETER = remote_transport.RTC_PARAMETERS
 
 
 class PolicyServer(Node):
@@ -54,14 +63,24 @@ class PolicyServer(Node):
 
     def __init__(self, node_name: str = "policy_server", *, policy: Policy | None = None, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        for name, default, description in PARAMETERS:
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        chunk_type, encode_type, describe_type, why = interface_fields.load_remote_interfaces()
+        for name, default, description in PARAMETERS:  # (rtc: `-p rtc:=off` arrives as false)
+            self.declare_parameter(name, default, ParameterDescriptor(description=description,
+                                                                      dynamic_typing=name == "rtc"))
+        chunk_type, encode_type, describe_type, committed_type, why = (
+            interface_fields.load_remote_interfaces())
         if chunk_type is None:
             raise RuntimeError(f"policy_server needs this package's generated interfaces: {why}")
         self._chunk_type = chunk_type
         self.policy = policy or self._load()
         spec = self.policy.spec
+        mode, guidance = self.policy.real_time_chunking()
+        self.declare_parameter(RTC_MODE_PARAMETER, str(mode), ParameterDescriptor(
+            read_only=True, description="What the served model does with committed actions: off (ignores "
+            "them), cheap or exact (real-time chunking); set by the server"))
+        self.declare_parameter(RTC_GUIDANCE_PARAMETER, float(guidance), ParameterDescriptor(
+            read_only=True, description="The served model's cap on the RTC guidance weight (0 when off)"))
+        self._taken: tuple[int, bool] | None = None  # the newest observation's stamp (ns), full or plain
+        self._committed_checked = (float("-inf"), False)  # (when, whether a committed publisher exists)
         self._lock = threading.Lock()  # one policy call at a time
         self._context: InstructionContext | None = None
         self._pending: tuple | None = None  # (Observation, its header stamp, completed at)
@@ -80,8 +99,15 @@ class PolicyServer(Node):
         subs.append(message_filters.Subscriber(self, JointState,
                                                remote_transport.observation_topic(base, "joint_states"),
                                                qos_profile=remote_transport.OBSERVATION_QOS))
-        self._sync = message_filters.TimeSynchronizer(subs, queue_size=4)
-        self._sync.registerCallback(self._on_observation)
+        # A client that knows ~/observation/committed sends it with every observation: then the
+        # observation is complete with it (full); a client from before sends none (plain).
+        self._committed_topic = remote_transport.observation_topic(base, remote_transport.COMMITTED)
+        committed = message_filters.Subscriber(self, committed_type, self._committed_topic,
+                                               qos_profile=remote_transport.OBSERVATION_QOS)
+        self._sync = message_filters.TimeSynchronizer([*subs, committed], queue_size=4)
+        self._sync.registerCallback(lambda *msgs: self._on_observation(msgs[:-1], msgs[-1]))
+        self._plain_sync = message_filters.TimeSynchronizer(subs, queue_size=4)
+        self._plain_sync.registerCallback(self._on_plain_observation)
         self._thread = threading.Thread(target=self._run, name="policy_server-model", daemon=True)
         self._thread.start()
         self.get_logger().info(
@@ -97,7 +123,8 @@ class PolicyServer(Node):
         from vla_ros.models import load_policy
 
         return load_policy(value("checkpoint_dir") or None, device=value("device"), dtype=value("dtype"),
-                           threads=int(value("torch_threads")))
+                           threads=int(value("torch_threads")), rtc=_rtc_option(value("rtc")),
+                           rtc_max_guidance=float(value("rtc_max_guidance")))
 
     # ------------------------------------------------------------------------ services
     def _on_encode(self, request, response):
@@ -123,17 +150,34 @@ class PolicyServer(Node):
         return response
 
     # ------------------------------------------------------------------------ observations
-    def _on_observation(self, *msgs) -> None:
+    def _on_plain_observation(self, *msgs) -> None:
+        """Images and state without committed actions: from a client that sends none (one from
+        before them); a client that publishes them is answered by the full synchronizer. (The graph
+        is asked at most once a second: 45 us a query here, on every observation otherwise.)"""
+        now = time.monotonic()
+        if now - self._committed_checked[0] > 1.0:
+            self._committed_checked = (now, self.count_publishers(self._committed_topic) > 0)
+        if not self._committed_checked[1]:
+            self._on_observation(msgs, None)
+
+    def _on_observation(self, msgs, committed_msg) -> None:
         completed = time.monotonic()
         spec = self.policy.spec
         stamp = msgs[-1].header.stamp
+        key, full = stamp.sec * 1_000_000_000 + stamp.nanosec, committed_msg is not None
+        if self._taken == (key, not full):  # both synchronizers completed it (while discovery settles)
+            return
+        self._taken = (key, full)
         try:
             images = {cam: image_msg_to_rgb(msg) for cam, msg in zip(spec.cameras, msgs[:-1], strict=True)}
             state = remote_transport.state_from(msgs[-1], spec.state_names)
+            committed = (None if committed_msg is None
+                         else remote_transport.committed_from(committed_msg, spec.action_dim))
         except ValueError as exc:
             self._answer(stamp, error=f"bad observation: {exc}")
             return
-        obs = Observation(stamp=stamp.sec + stamp.nanosec * 1e-9, images=images, state=state)
+        obs = Observation(stamp=stamp.sec + stamp.nanosec * 1e-9, images=images, state=state,
+                          committed=committed)
         self._pending = (obs, stamp, completed)  # the stamp message is echoed exactly
         self._wake.set()
 
@@ -176,6 +220,14 @@ class PolicyServer(Node):
         self._stop.set()
         self._wake.set()
         self._thread.join(5.0)
+
+
+def _rtc_option(value) -> str | None:
+    """The rtc parameter for load_policy: None (empty: the backend's default) or a mode; YAML reads
+    an unquoted off as false."""
+    if value is False:
+        return "off"
+    return str(value) or None
 
 
 def main(argv: list[str] | None = None) -> int:

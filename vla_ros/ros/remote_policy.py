@@ -12,6 +12,12 @@ flight, and a call in flight fails at once); an error the server reports. ``proc
 says ``ready`` only while the server is alive, so vla_node refuses goals while it is not.
 The measured round trip is what the inference worker records as the inference latency, so the
 runtime's latency compensation sees the network.
+
+Real-time chunking: an observation's committed actions go to a server that takes them (it has the
+read-only parameter real_time_chunking), exactly as the worker computed them. ``rtc`` (vla_node's
+real_time_chunking) other than "off" is checked at start against what the server's model does: a
+server from before committed actions, a model that ignores them (a regression head, rtc off
+there) or another mode or guidance cap is a PolicyProcessError naming both sides.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rcl_interfaces.msg import ParameterType
+from rcl_interfaces.srv import GetParameters
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
@@ -34,8 +42,10 @@ from vla_ros.ros.executors import low_latency_executor
 
 class RemotePolicy(Policy):
     def __init__(self, context, server: str, *, node_name: str = "vla_node_policy",
-                 call_timeout_s: float = 2.0, start_timeout_s: float = 120.0) -> None:
-        chunk_type, encode_type, describe_type, why = interface_fields.load_remote_interfaces()
+                 call_timeout_s: float = 2.0, start_timeout_s: float = 120.0, rtc: str = "off",
+                 rtc_max_guidance: float = 5.0) -> None:
+        chunk_type, encode_type, describe_type, committed_type, why = (
+            interface_fields.load_remote_interfaces())
         if chunk_type is None:
             raise PolicyProcessError(f"policy_process 'remote' needs the generated interfaces: {why}")
         self.server = server.rstrip("/") or "/policy_server"
@@ -64,6 +74,13 @@ class RemotePolicy(Policy):
                                          f"{context.get_domain_id()}?)")
             self.spec = remote_transport.spec_from(self._call(describe, describe_type.Request(), "describe",
                                                                start_timeout_s))
+            # what the server's model does with committed actions; None: a server from before them
+            self.server_rtc = self._server_rtc(start_timeout_s)
+            self._check_rtc(rtc, float(rtc_max_guidance))
+            self._committed_type = committed_type
+            self._committed_pub = None if self.server_rtc is None else node.create_publisher(
+                committed_type, remote_transport.observation_topic(self.server, remote_transport.COMMITTED),
+                remote_transport.OBSERVATION_QOS)
             self._image_pubs = {cam: node.create_publisher(Image, remote_transport.observation_topic(
                 self.server, cam), remote_transport.OBSERVATION_QOS) for cam in self.spec.cameras}
             self._state_pub = node.create_publisher(JointState, remote_transport.observation_topic(
@@ -95,6 +112,9 @@ class RemotePolicy(Policy):
         if not self.alive():
             why = self.last_failure or "no chunk publisher"
             self._fail(f"policy_server {self.server} is not alive ({why})")
+        if observation.committed is not None and self._committed_pub is None:
+            self._fail(f"policy_server {self.server} takes no committed actions (it predates real-time "
+                       f"chunking over the network), and this observation carries them")
         stamp = remote_transport.stamp_to_msg(observation.stamp)
         key = stamp.sec * 1_000_000_000 + stamp.nanosec
         with self._lock:
@@ -102,6 +122,9 @@ class RemotePolicy(Policy):
             self._replied.clear()
         for cam, pub in self._image_pubs.items():
             pub.publish(remote_transport.image_msg(observation.images[cam], stamp))
+        if self._committed_pub is not None:
+            self._committed_pub.publish(remote_transport.committed_msg(self._committed_type,
+                                                                       observation.committed, stamp))
         state = remote_transport.joint_state_msg(self.spec.state_names, observation.state, stamp)
         self._state_pub.publish(state)
         if not self._replied.wait(self.call_timeout_s):
@@ -150,11 +173,49 @@ class RemotePolicy(Policy):
             self._fail(f"policy_server {self.server} did not answer {what} within {timeout_s:g} s")
         return future.result()
 
+    def _server_rtc(self, timeout_s: float) -> tuple[str, float] | None:
+        """The server's (real_time_chunking, real_time_chunking_max_guidance) parameters; None when it
+        has none (a server from before committed actions)."""
+        client = self._node.create_client(GetParameters, f"{self.server}/get_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                self._fail(f"policy_server {self.server} has no parameter service (get_parameters)")
+            request = GetParameters.Request(names=list(remote_transport.RTC_PARAMETERS))
+            values = self._call(client, request, "get_parameters", timeout_s).values
+        finally:
+            self._node.destroy_client(client)
+        if len(values) != 2 or values[0].type != ParameterType.PARAMETER_STRING:
+            return None
+        return values[0].string_value, values[1].double_value
+
+    def _check_rtc(self, rtc: str, max_guidance: float) -> None:
+        """Real-time chunking asked for here (``rtc`` not "off") must be what the server's model does."""
+        if rtc == "off":
+            return
+        asked = f"real_time_chunking {rtc!r}"
+        if self.server_rtc is None:
+            self._fail(f"{asked} needs a policy_server that takes committed actions; {self.server} predates "
+                       f"them (no parameter real_time_chunking): update it, or set real_time_chunking off")
+        mode, guidance = self.server_rtc
+        if mode == "off":
+            self._fail(f"{asked}: the model of policy_server {self.server} ignores committed actions (its "
+                       f"real_time_chunking is 'off': a regression head, or the server's rtc off); serve a "
+                       f"flow-head checkpoint, or set real_time_chunking off")
+        if mode != rtc:
+            self._fail(f"{asked}: policy_server {self.server} does {mode!r}; start it with rtc:={rtc}, or "
+                       f"set real_time_chunking {mode}")
+        if guidance != max_guidance:
+            self._fail(f"rtc_max_guidance {max_guidance:g}: policy_server {self.server} caps the guidance at "
+                       f"{guidance:g}; start it with rtc_max_guidance:={max_guidance:g}, or set "
+                       f"rtc_max_guidance {guidance:g}")
+
     def _wait_matched(self, timeout_s: float) -> bool:
         """Until the server's chunk publisher and its observation subscriptions are matched (discovery
         takes a moment after describe answered; an observation sent before would be lost)."""
         def matched() -> bool:
             pubs = [*self._image_pubs.values(), self._state_pub]
+            if self._committed_pub is not None:
+                pubs.append(self._committed_pub)
             return self.alive() and all(pub.get_subscription_count() > 0 for pub in pubs)
 
         end = time.monotonic() + timeout_s

@@ -6,12 +6,21 @@ Names, relative to the server node (default /policy_server):
   ~/reset               std_srvs/srv/Trigger           Policy.reset
   ~/observation/<cam>   sensor_msgs/Image (rgb8)       one per camera, at the model's image size
   ~/observation/joint_states  sensor_msgs/JointState   the state, in the model's state order
+  ~/observation/committed     vla_ros/msg/CommittedActions  what the robot is committed to
+                        (real-time chunking; ``present`` false when the observation has none)
   ~/chunk               vla_ros/msg/PolicyChunk        the answer, stamped with the observation's stamp
+  parameters real_time_chunking, real_time_chunking_max_guidance (read-only; ~/get_parameters):
+                        what the server's model does with committed actions (Policy.real_time_chunking())
 
 One observation = one message on each observation topic, all with the same header stamp (the
 server pairs them with message_filters' exact-time synchronizer). Images are resized to the
 model's input on the robot side, so a 64x64 camera costs 12 kB per frame whatever the camera's
-resolution.
+resolution. A server that has the real_time_chunking parameter takes ~/observation/committed,
+and the client then publishes it with every observation (present or not: 28 bytes when not), so
+the pairing stays exact and never guesses whether one is coming. A client from before it publishes
+none, and the server pairs images and state alone while the committed topic has no publisher.
+Against a server without the parameter (from before) the client publishes none, refuses
+observations that carry committed actions, and refuses real_time_chunking at start, by name.
 
 QoS (``OBSERVATION_QOS``, ``CHUNK_QOS``): reliable, keep last 1: only the newest observation
 matters and a lost one would cost a whole call deadline, while a reliable depth-1 writer never
@@ -30,14 +39,19 @@ from rclpy.qos import LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 
 from vla_ros.core.grounding import Lexicon
-from vla_ros.core.policy import PolicySpec
-from vla_ros.ros.interface_fields import DESCRIBE_RESPONSE, fill, read
+from vla_ros.core.policy import CommittedActions, PolicySpec
+from vla_ros.ros.interface_fields import COMMITTED_ACTIONS, DESCRIBE_RESPONSE, fill, read
 
 LIVELINESS_LEASE_S = 1.0
 OBSERVATION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 CHUNK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        liveliness=LivelinessPolicy.AUTOMATIC,
                        liveliness_lease_duration=Duration(seconds=LIVELINESS_LEASE_S))
+
+
+COMMITTED = "committed"  # observation_topic(server, COMMITTED): the CommittedActions topic
+# The server's read-only parameters saying what its model does with committed actions.
+RTC_PARAMETERS = ("real_time_chunking", "real_time_chunking_max_guidance")
 
 
 def observation_topic(server: str, name: str) -> str:
@@ -69,6 +83,32 @@ def joint_state_msg(names: tuple[str, ...], state: np.ndarray, stamp) -> JointSt
     msg = JointState(name=list(names), position=[float(v) for v in state])
     msg.header.stamp = stamp
     return msg
+
+
+def committed_msg(msg_type, committed: CommittedActions | None, stamp):
+    """A CommittedActions message (``msg_type``, the generated type) for ``committed`` (None: present
+    false). Values go as float64, so they arrive exactly as the worker computed them."""
+    msg = msg_type()
+    msg.header.stamp = stamp
+    if committed is not None:
+        actions = np.asarray(committed.actions, dtype=np.float64)
+        fill(msg, COMMITTED_ACTIONS, present=True, delay_steps=committed.delay_steps,
+             actions=actions.reshape(-1))
+    return msg
+
+
+def committed_from(msg, action_dim: int) -> CommittedActions | None:
+    """The CommittedActions of a message; raises ValueError when its actions are not whole rows of
+    ``action_dim`` or it says present false but carries some."""
+    fields = read(msg, COMMITTED_ACTIONS)
+    actions = np.asarray(fields["actions"], dtype=np.float64)
+    if not fields["present"]:
+        if len(actions) or fields["delay_steps"]:
+            raise ValueError("committed actions with present false carry values")
+        return None
+    if action_dim <= 0 or len(actions) % action_dim:
+        raise ValueError(f"committed actions: {len(actions)} values are not rows of {action_dim} actions")
+    return CommittedActions(actions=actions.reshape(-1, action_dim), delay_steps=int(fields["delay_steps"]))
 
 
 def state_from(msg: JointState, names: tuple[str, ...]) -> np.ndarray:

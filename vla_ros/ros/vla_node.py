@@ -104,7 +104,8 @@ def load_model(config: params.NodeConfig, context=None, client_name: str = "vla_
 
         policy = RemotePolicy(context, config.policy_server, node_name=client_name,
                               call_timeout_s=config.policy_timeout_s,
-                              start_timeout_s=config.policy_start_timeout_s)
+                              start_timeout_s=config.policy_start_timeout_s, rtc=config.real_time_chunking,
+                              rtc_max_guidance=config.rtc_max_guidance)
     elif config.policy_backend == "lerobot":  # local: lerobot must import in this process
         from vla_ros.models.lerobot_policy import load_lerobot_policy
 
