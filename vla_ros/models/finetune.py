@@ -10,7 +10,8 @@ the base's old tasks, built and augmented by models/train.py's functions.
 
 OUT holds the adaptation apart from the base (a few hundred KB):
 
-- ``adapter/``: the LoRA weights (peft ``save_pretrained``: adapter_config.json, adapter_model.safetensors);
+- ``adapter/``: the LoRA weights in peft's layout (adapter_config.json, adapter_model.safetensors:
+  what ``PeftModel.save_pretrained`` writes, less its model card);
 - ``head.safetensors``: the trained head's tensors;
 - ``finetune.json``: the base checkpoint's path and the SHA-256 of its model.safetensors (checked at
   load), the LoRA settings, parameter counts, wall time and loss history;
@@ -217,6 +218,19 @@ def read_head(path: Path, model: VLAModel, prefixes: tuple[str, ...]) -> dict[st
         raise CheckpointError(f"{path}: does not match the base's {model.config.head} head: missing "
                               f"{missing}, unexpected {unexpected}, shape mismatch {wrong}")
     return state
+
+
+def save_adapter(peft_model, directory: Path) -> None:
+    """The LoRA weights and config as peft's ``save_pretrained`` lays them out (PeftModel.from_pretrained
+    reads them), without the model card it also renders (that needs jinja2, and a training run must
+    not be lost to it)."""
+    from peft.utils import get_peft_model_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(peft_model)
+    save_file({k: v.detach().contiguous() for k, v in state.items()},
+              str(directory / "adapter_model.safetensors"))
+    peft_model.peft_config["default"].save_pretrained(str(directory))
 
 
 def load_lora_weights(peft_model, directory: Path) -> None:
@@ -428,9 +442,9 @@ def finetune(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model.to("cpu").eval()
-    peft_model.save_pretrained(str(out / ADAPTER_DIR), safe_serialization=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)},
               str(out / HEAD_FILE))
+    save_adapter(peft_model, out / ADAPTER_DIR)
     if lexicon is not None:
         (out / "grounding.json").write_text(json.dumps(lexicon, indent=1))
     info = {"command": "vla_ros finetune " + shlex.join(argv if argv is not None else sys.argv[1:]),
