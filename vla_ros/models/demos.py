@@ -17,10 +17,12 @@ import sys
 import numpy as np
 
 from vla_ros.data.dataset import Episode, save_dataset
+from vla_ros.sim.tasks import ALL_FAMILIES
 
 
-def noisy_episode(env, seed: int, noise: float, rng: np.random.Generator) -> Episode:
-    """The scripted expert's episode, executed with an AR(1) offset on the arm joints."""
+def noisy_episode(env, seed: int, noise: float, rng: np.random.Generator, task: str | None = None) -> Episode:
+    """The scripted expert's episode, executed with an AR(1) offset on the arm joints; ``task``: its
+    family (default: random)."""
     from vla_ros.sim.collect import record_expert_episode
 
     scale = noise * rng.uniform(0.0, 1.0)  # a range of perturbation sizes, including none
@@ -31,7 +33,7 @@ def noisy_episode(env, seed: int, noise: float, rng: np.random.Generator) -> Epi
         offset[:-1] = 0.8 * offset[:-1] + rng.normal(0.0, 0.6 * scale, len(offset) - 1)
         return offset
 
-    return record_expert_episode(env, seed, perturb=perturb, extra_task={"noise": scale})
+    return record_expert_episode(env, seed, task, perturb=perturb, extra_task={"noise": scale})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, required=True, help="successful episodes to keep")
     p.add_argument("--noise", type=float, default=0.08, help="largest offset std, radians")
     p.add_argument("--seed", type=int, default=10_000, help="first episode seed")
+    p.add_argument("--task", default=None, choices=ALL_FAMILIES,
+                   help="task family of every episode (default: random per episode)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     episodes, seed, dropped = [], args.seed, 0
     while len(episodes) < args.episodes:
-        ep = noisy_episode(env, seed, args.noise, rng)
+        ep = noisy_episode(env, seed, args.noise, rng, args.task)
         seed += 1
         if ep.success:
             episodes.append(ep)

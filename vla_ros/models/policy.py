@@ -187,7 +187,9 @@ def load_policy(checkpoint_dir: str | Path | None = None, device: str = "cpu", d
 
     The directory's files choose the backend: ``onnx.json`` (``vla_ros export-onnx``) runs it with
     onnxruntime (CPU, float32 only, ``threads`` intra-op threads), ``quantization.json`` (``vla_ros
-    quantize``) with torch quantized in the recorded mode, ``model.safetensors`` alone with torch.
+    quantize``) with torch quantized in the recorded mode, ``finetune.json`` (a ``vla_ros finetune``
+    adapter directory) with torch on its base, the LoRA merged into the weights at load (peft),
+    ``model.safetensors`` alone with torch.
     threads > 0 sets torch's intra-op threads (keep it below the core count: the control loop needs one).
     ``rtc`` None: ``exact`` with torch, ``cheap`` with onnxruntime (which cannot run ``exact``)."""
     if threads > 0:
@@ -213,7 +215,13 @@ def load_policy(checkpoint_dir: str | Path | None = None, device: str = "cpu", d
         rtc = rtc or ("exact" if mode == "bf16" else "cheap")
         return VLAPolicy(ckpt, context_cache_size=context_cache_size, seed=seed, rtc=rtc,
                          rtc_max_guidance=rtc_max_guidance)
-    ckpt = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype))
+    if (path / "finetune.json").is_file():
+        from vla_ros.models.finetune import load_adapter  # peft only for adapter directories
+
+        ckpt = load_adapter(path)
+        ckpt.model.to(device=device, dtype=resolve_dtype(dtype))
+    else:
+        ckpt = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype))
     rtc = rtc or "exact"
     return VLAPolicy(ckpt, device=device, context_cache_size=context_cache_size, seed=seed, rtc=rtc,
                      rtc_max_guidance=rtc_max_guidance)

@@ -8,7 +8,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco: hea
 
 from vla_ros.sim.env import CAMERAS, TabletopEnv
 from vla_ros.sim.scene import COLOURS, JOINT_NAMES, SHAPES
-from vla_ros.sim.tasks import INSTRUCTION_TEMPLATES, TASK_FAMILIES, TaskSpec
+from vla_ros.sim.tasks import ALL_FAMILIES, EXTRA_FAMILIES, INSTRUCTION_TEMPLATES, TASK_FAMILIES, TaskSpec
 
-__all__ = ["CAMERAS", "COLOURS", "INSTRUCTION_TEMPLATES", "JOINT_NAMES", "SHAPES", "TASK_FAMILIES",
-           "TabletopEnv", "TaskSpec"]
+__all__ = ["ALL_FAMILIES", "CAMERAS", "COLOURS", "EXTRA_FAMILIES", "INSTRUCTION_TEMPLATES", "JOINT_NAMES",
+           "SHAPES", "TASK_FAMILIES", "TabletopEnv", "TaskSpec"]

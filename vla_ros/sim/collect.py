@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vla_ros.data.dataset import Episode, save_dataset
 from vla_ros.sim.env import TabletopEnv
 from vla_ros.sim.scene import COLOURS, SHAPES
-from vla_ros.sim.tasks import TASK_FAMILIES
+from vla_ros.sim.tasks import ALL_FAMILIES, TASK_FAMILIES
 
 EXTRA_HOLD_FRAMES = 1  # frames recorded after the plan's last keyframe, showing the final hold
 
@@ -85,8 +85,8 @@ def parse_image_size(text: str) -> tuple[int, int]:
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--task", default="all", choices=[*TASK_FAMILIES, "all"],
-                   help="task family, or all to alternate between them (default)")
+    p.add_argument("--task", default="all", choices=[*ALL_FAMILIES, "all"],
+                   help=f"task family, or all to alternate between {', '.join(TASK_FAMILIES)} (default)")
     p.add_argument("--colour", choices=list(COLOURS), help="fix the target colour (default random)")
     p.add_argument("--shape", choices=list(SHAPES), help="fix the target shape (default random)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")

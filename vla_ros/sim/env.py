@@ -72,6 +72,7 @@ class TabletopEnv(gym.Env):
         self._tool_site = m.site("tool").id
         self._pad_geoms = {m.geom("pad_left").id, m.geom("pad_right").id}
         self._bowl_mocap = m.body_mocapid[m.body("bowl").id]
+        self._mark_mocap = m.body_mocapid[m.body("mark").id]
         lo = np.array([sc.JOINT_RANGES[n][0] for n in sc.JOINT_NAMES], dtype=np.float32)
         hi = np.array([sc.JOINT_RANGES[n][1] for n in sc.JOINT_NAMES], dtype=np.float32)
         self._action_low, self._action_high = lo, hi
@@ -113,6 +114,8 @@ class TabletopEnv(gym.Env):
             d.qpos[adr:adr + 7] = [*obj["xy"], sc.OBJECT_HALF_HEIGHT[obj["shape"]] + 1e-4, 1, 0, 0, 0]
         bowl = self.task.bowl_xy if self.task.bowl_xy is not None else (sc.PARKING[0], -sc.PARKING[1])
         d.mocap_pos[self._bowl_mocap] = [*bowl, 0.0]
+        mark = self.task.mark_xy if self.task.mark_xy is not None else (sc.PARKING[0] + 0.3, -sc.PARKING[1])
+        d.mocap_pos[self._mark_mocap] = [*mark, 0.0]
         self._target = np.append(home, 0.0).astype(np.float32)
         self._apply_target(self._target)
         mujoco.mj_forward(m, d)
@@ -191,6 +194,10 @@ class TabletopEnv(gym.Env):
         held = self._touches_pads(target)
         if self.task.family == "pick":
             return bool(held and pos[2] >= rest_z + PICK_LIFT)
+        if self.task.family == "mark":  # released, resting upright on the table, on the mark
+            mx, my = self.task.mark_xy
+            on_mark = np.hypot(pos[0] - mx, pos[1] - my) <= sc.MARK_SUCCESS
+            return bool(on_mark and abs(pos[2] - rest_z) <= 0.005 and not held)
         bx, by = self.task.bowl_xy
         in_bowl = np.hypot(pos[0] - bx, pos[1] - by) <= sc.BOWL_INNER - 0.012
         return bool(in_bowl and pos[2] <= rest_z + 0.02 and not held)

@@ -20,6 +20,7 @@ APPROACH_Z = 0.10  # tool height above the target before descending
 GRASP_Z = 0.022  # tool point (pad centre) height when grasping
 CARRY_Z = 0.13  # tool height while carrying
 RELEASE_Z = 0.075  # tool height over the bowl when opening
+MARK_DROP = 0.004  # the mark family: the object is opened this far above its resting height
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ def plan_for(task: TaskSpec, start_tool: np.ndarray) -> ExpertPlan:
             Keyframe(0.5, (bx, by, RELEASE_Z), 1.0),
             Keyframe(0.4, (bx, by, RELEASE_Z), 0.0),
             Keyframe(0.6, (bx, by, CARRY_Z), 0.0),
+        ]
+    elif task.family == "mark":
+        mx, my = task.mark_xy
+        keys += [
+            Keyframe(1.2, (mx, my, CARRY_Z), 1.0),
+            Keyframe(0.8, (mx, my, grasp_z + MARK_DROP), 1.0),
+            Keyframe(0.4, (mx, my, grasp_z + MARK_DROP), 0.0),
+            Keyframe(0.6, (mx, my, CARRY_Z), 0.0),
         ]
     else:
         raise ValueError(f"no expert plan for task family {task.family!r}")

@@ -26,10 +26,11 @@ SHAPE_WORDS = {"cube": ("cube", "block"), "cylinder": ("cylinder", "tube"), "bal
 
 # The words that name each task (for core/grounding.py's lexicon); a destination word implies its task.
 TASK_VERBS = {"pick": ("pick", "grab", "lift", "take", "grasp", "raise", "get"),
-              "place": ("put", "place", "drop", "move", "bring", "set")}
-DESTINATION_WORDS = {"place": ("bowl",)}
+              "place": ("put", "place", "drop", "move", "bring", "set"),
+              "mark": ("put", "place", "move", "bring", "set")}
+DESTINATION_WORDS = {"place": ("bowl",), "mark": ("mark", "marker")}
 
-# "{obj}" is the object phrase; "{bowl}" the destination phrase.
+# "{obj}" is the object phrase; "{bowl}" the destination phrase (the family's: a bowl or the mark).
 TASK_PHRASES = {
     "pick": (
         "pick up {obj}",
@@ -61,6 +62,19 @@ TASK_PHRASES = {
         "pick up {obj} and drop it into {bowl}",
         "move {obj} into {bowl}",
     ),
+    "mark": (
+        "put {obj} on {bowl}",
+        "place {obj} on {bowl}",
+        "move {obj} onto {bowl}",
+        "put {obj} onto {bowl}",
+        "set {obj} down on {bowl}",
+        "bring {obj} to {bowl}",
+        "move {obj} to {bowl}",
+        "place {obj} onto {bowl}",
+        "on {bowl}, put {obj}",
+        "take {obj} and put it on {bowl}",
+        "pick up {obj} and set it on {bowl}",
+    ),
 }
 OBJECT_PHRASES = (
     "the {colour} {shape}",
@@ -72,6 +86,8 @@ OBJECT_PHRASES = (
     "{colour} {shape}",
 )
 BOWL_PHRASES = ("the bowl", "the bowl", "that bowl", "the yellow bowl", "bowl")
+MARK_PHRASES = ("the mark", "the mark", "that mark", "the white mark", "the marker")
+DESTINATION_PHRASES = {"mark": MARK_PHRASES}  # the others draw (and pick ignores) BOWL_PHRASES
 FRAMES = (
     "{}",
     "{}",
@@ -118,6 +134,18 @@ HELD_OUT = {
         "take the {shape} which is {colour} and put it in the bowl",
         "time to move the {colour} {shape} to the bowl!",
         "bowl: put the {colour} {shape} in it",
+    ),
+    "mark": (
+        "would you mind putting the {colour} {shape} on the mark?",
+        "the {colour} {shape} goes on the mark",
+        "I need the {colour} {shape} on the mark",
+        "set that {colour} {shape} on the mark please",
+        "put the {shape}, the {colour} one, on the mark",
+        "Could you place the {colour} {shape} on the mark?",
+        "onto the mark with the {colour} {shape}",
+        "take the {shape} which is {colour} and put it on the mark",
+        "time to move the {colour} {shape} onto the mark!",
+        "mark: put the {colour} {shape} on it",
     ),
 }
 
@@ -181,7 +209,8 @@ def paraphrase(family: str, colour: str, shape: str, rng: np.random.Generator, t
         raise ValueError(f"unknown task family {family!r}; valid: {', '.join(TASK_PHRASES)}")
     for _ in range(100):
         obj = _choice(rng, OBJECT_PHRASES).format(colour=colour, shape=_choice(rng, SHAPE_WORDS[shape]))
-        core = _choice(rng, TASK_PHRASES[family]).format(obj=obj, bowl=_choice(rng, BOWL_PHRASES))
+        core = _choice(rng, TASK_PHRASES[family]).format(
+            obj=obj, bowl=_choice(rng, DESTINATION_PHRASES.get(family, BOWL_PHRASES)))
         text = _choice(rng, FRAMES).format(core)
         if not text.endswith("?"):
             text += _choice(rng, END_PUNCTUATION)

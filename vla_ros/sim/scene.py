@@ -48,6 +48,12 @@ BOWL_WALL = 0.035  # wall height
 BOWL_RADIUS = 0.062  # outer footprint radius
 BOWL_COLOUR = (0.92, 0.85, 0.55)
 
+# The mark family's destination: a flat disc on the table (visual only: nothing collides with it).
+MARK_RADIUS = 0.03  # drawn radius
+MARK_FOOTPRINT = 0.045  # placement radius: other objects keep clear of the carried object's pads
+MARK_SUCCESS = 0.025  # the object's centre within this of the mark's counts as on it
+MARK_COLOUR = (0.95, 0.95, 0.95)
+
 # Objects are placed in this rectangle (tool reach and the scene camera's view both cover it).
 WORKSPACE_X = (0.15, 0.31)
 WORKSPACE_Y = (-0.15, 0.15)
@@ -91,6 +97,17 @@ def _object_xml(colour: str, shape: str, index: int) -> str:
     <body name="{name}" pos="{px:.3f} {py:.3f} {h - 0.7 + 1e-4:.4f}">
       <freejoint name="{name}"/>
       <geom name="{name}" {geom} rgba="{rgb} 1" class="object"/>{collision}
+    </body>"""
+
+
+def _mark_xml() -> str:
+    """The mark, parked beside the parked bowl when unused. It is the last body of the model, so the
+    ids of every older body and geom (and so the physics of the older families) are unchanged."""
+    rgb = " ".join(f"{c:.3f}" for c in MARK_COLOUR)
+    return f"""
+    <body name="mark" mocap="true" pos="{PARKING[0] + 0.3} {-PARKING[1]} 0">
+      <geom name="mark" type="cylinder" size="{MARK_RADIUS} 0.001" pos="0 0 0.001" rgba="{rgb} 1"
+            contype="0" conaffinity="0"/>
     </body>"""
 
 
@@ -224,6 +241,7 @@ def build_mjcf(cameras: SceneCameras = SceneCameras()) -> str:
     </body>
     {_bowl_xml()}
     {objects}
+    {_mark_xml()}
   </worldbody>
   <contact>
     <exclude body1="finger_left" body2="finger_right"/>

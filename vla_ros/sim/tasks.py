@@ -14,19 +14,27 @@ import numpy as np
 from vla_ros.sim.scene import (
     BOWL_RADIUS,
     COLOURS,
+    MARK_FOOTPRINT,
     OBJECT_RADIUS,
     SHAPES,
     WORKSPACE_X,
     WORKSPACE_Y,
 )
 
-TASK_FAMILIES = ("pick", "place")
+TASK_FAMILIES = ("pick", "place")  # the families a random episode (no family asked for) draws from
+# Families sampled only when asked for by name (`sim-collect --task mark`, `eval --task mark`), so
+# that random-family episodes, and every dataset and evaluation seeded before they existed, stay
+# the same. "mark": carry the object onto a flat mark on the table (the LoRA fine-tuning target).
+EXTRA_FAMILIES = ("mark",)
+ALL_FAMILIES = TASK_FAMILIES + EXTRA_FAMILIES
 
 INSTRUCTION_TEMPLATES = {
     "pick": ("pick up the {colour} {shape}", "grasp the {colour} {shape} and lift it",
              "lift the {colour} {shape}"),
     "place": ("put the {colour} {shape} in the bowl", "place the {colour} {shape} into the bowl",
               "move the {colour} {shape} to the bowl"),
+    "mark": ("put the {colour} {shape} on the mark", "place the {colour} {shape} on the mark",
+             "move the {colour} {shape} onto the mark"),
 }
 
 MIN_GAP = 0.012  # free space between footprints
@@ -43,9 +51,15 @@ class TaskSpec:
     instruction: str
     objects: list[dict] = field(default_factory=list)  # [{"colour", "shape", "xy": [x, y]}], target first
     bowl_xy: list[float] | None = None
+    mark_xy: list[float] | None = None  # the mark family's destination
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The task as recorded in episodes and infos; ``mark_xy`` only when set, so the records
+        of the older families are what they were before the field existed."""
+        data = asdict(self)
+        if data["mark_xy"] is None:
+            del data["mark_xy"]
+        return data
 
 
 def _check_choice(kind: str, value: str | None, valid: tuple[str, ...] | list[str]) -> None:
@@ -56,8 +70,9 @@ def _check_choice(kind: str, value: str | None, valid: tuple[str, ...] | list[st
 def sample_task(rng: np.random.Generator, family: str | None = None, colour: str | None = None,
                 shape: str | None = None, num_objects: int = 3, templates: str = "first") -> TaskSpec:
     """Sample a task and a collision-free scene. ``templates``: "first" always uses the first
-    instruction template per family (a fixed vocabulary), "random" samples among them."""
-    _check_choice("task family", family, TASK_FAMILIES)
+    instruction template per family (a fixed vocabulary), "random" samples among them. Without
+    ``family`` one of TASK_FAMILIES is drawn; EXTRA_FAMILIES only come when named."""
+    _check_choice("task family", family, ALL_FAMILIES)
     _check_choice("colour", colour, tuple(COLOURS))
     _check_choice("object shape", shape, SHAPES)
     _check_choice("templates mode", templates, ("first", "random"))
@@ -72,20 +87,22 @@ def sample_task(rng: np.random.Generator, family: str | None = None, colour: str
     picks = rng.permutation(len(others))[: num_objects - 1]
     chosen = [(colour, shape)] + [others[i] for i in picks]
 
-    radii = [OBJECT_RADIUS] * len(chosen) + ([BOWL_RADIUS] if family == "place" else [])
+    destination = {"place": BOWL_RADIUS, "mark": MARK_FOOTPRINT}.get(family)
+    radii = [OBJECT_RADIUS] * len(chosen) + ([destination] if destination is not None else [])
     centres = _place_discs(rng, radii)
     if centres is None:
-        raise ValueError(f"impossible scene: cannot place {num_objects} objects"
-                         f"{' and a bowl' if family == 'place' else ''} without overlap in the "
-                         f"workspace x={WORKSPACE_X}, y={WORKSPACE_Y}; use fewer objects")
+        extra = {"place": " and a bowl", "mark": " and a mark"}.get(family, "")
+        raise ValueError(f"impossible scene: cannot place {num_objects} objects{extra} without overlap in "
+                         f"the workspace x={WORKSPACE_X}, y={WORKSPACE_Y}; use fewer objects")
     objects = [{"colour": c, "shape": s, "xy": [round(float(v), 5) for v in centres[i]]}
                for i, (c, s) in enumerate(chosen)]
     bowl = [round(float(v), 5) for v in centres[-1]] if family == "place" else None
+    mark = [round(float(v), 5) for v in centres[-1]] if family == "mark" else None
     options = INSTRUCTION_TEMPLATES[family]
     template = options[0] if templates == "first" else options[rng.integers(len(options))]
     return TaskSpec(family=family, colour=colour, shape=shape,
                     instruction=template.format(colour=colour, shape=shape), objects=objects,
-                    bowl_xy=bowl)
+                    bowl_xy=bowl, mark_xy=mark)
 
 
 def _place_discs(rng: np.random.Generator, radii: list[float], tries: int = 200) -> np.ndarray | None:
