@@ -11,7 +11,9 @@ Side by side in one run, over inference latencies from 10% to 90% of a chunk:
 2. Chunk boundaries (the offline executor, sim/executor.py, on a simulated clock with a fixed
    latency; the flow checkpoint in the simulator, the same seeds for every variant): crossfade
    (the regression default's rule), replace (no blending: the raw discontinuity), RTC-cheap and
-   RTC-exact (replace, the chunk inpainted against the buffered actions). At every switch: the
+   RTC-exact (replace, the chunk inpainted against the buffered actions), and for a checkpoint
+   trained with --rtc-train-delay RTC-prefix (replace, the actions due before landing given to
+   the expert). At every switch: the
    velocity jump, max over arm joints of |v_after - v_before| over the next ticks, v the planned
    velocity from the tick before (rad/s, the buffer's plan before the safety filter, whose
    velocity bound would hide it), and the jerk of the command sent (rad/s^3); the jerk at the
@@ -22,7 +24,8 @@ Side by side in one run, over inference latencies from 10% to 90% of a chunk:
    without committed actions, interleaved.
 
 ``--plot PATH`` draws one joint's command across three chunk switches at 50% latency, crossfade
-vs RTC-cheap (the better of the two here). The last line printed is one JSON object.
+vs RTC-prefix where the checkpoint has it (the smoothest here), else RTC-cheap. The last line
+printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -181,7 +184,17 @@ def rtc_model_time(policy, repeats: int) -> dict:
     return {f"model_ms_{mode}": round(1e3 * float(np.median(t)), 3) for mode, t in times.items()}
 
 
-def plot_switches(crossfade, rtc, path: Path, joint: int = 1, switches: int = 3) -> None:
+RTC_LABELS = {"rtc_cheap": "RTC (cheap guidance)", "rtc_exact": "RTC (exact guidance)",
+              "rtc_prefix": "RTC (train-time, actions given)"}
+
+
+def plot_variant(policy) -> str:
+    """The RTC variant the plot shows: train-time where the checkpoint has it, else cheap guidance."""
+    return "rtc_prefix" if "rtc_prefix" in variants_for(policy) else "rtc_cheap"
+
+
+def plot_switches(crossfade, rtc, path: Path, joint: int = 1, switches: int = 3,
+                  rtc_label: str = RTC_LABELS["rtc_cheap"]) -> None:
     """One joint's command around three chunk switches of the same episode, with and without RTC."""
     import matplotlib
 
@@ -189,7 +202,7 @@ def plot_switches(crossfade, rtc, path: Path, joint: int = 1, switches: int = 3)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    runs = ((crossfade, "crossfade", "tab:orange"), (rtc, "RTC (cheap guidance)", "tab:blue"))
+    runs = ((crossfade, "crossfade", "tab:orange"), (rtc, rtc_label, "tab:blue"))
     for trace, label, color in runs:
         stamps, positions = trace.arrays()
         landings = [t for t in trace.landings if t > 1.0][:switches]  # past the first chunk
@@ -216,9 +229,10 @@ def write_switch_plot(path: Path, checkpoint: Path = FLOW_CHECKPOINT, seed: int 
     policy = load_policy(checkpoint, threads=1)
     runs = {
         v: boundary_run(policy, 0.5, v, [seed], max_inflight=1, keep_trace=True)
-        for v in ("crossfade", "rtc_cheap")
+        for v in ("crossfade", plot_variant(policy))
     }
-    plot_switches(runs["crossfade"]["traces"][0], runs["rtc_cheap"]["traces"][0], path)
+    shown = plot_variant(policy)
+    plot_switches(runs["crossfade"]["traces"][0], runs[shown]["traces"][0], path, rtc_label=RTC_LABELS[shown])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.plot is not None:
         at50 = {b["variant"]: b for b in boundary if abs(b["fraction"] - 0.5) < 1e-9}
-        plot_switches(at50["crossfade"]["traces"][0], at50["rtc_cheap"]["traces"][0], args.plot)
+        shown = plot_variant(policy)
+        plot_switches(at50["crossfade"]["traces"][0], at50[shown]["traces"][0], args.plot,
+                      rtc_label=RTC_LABELS[shown])
         print(f"wrote {args.plot}", flush=True)
 
     def cell(variant: str, fraction: float, key: str) -> float:

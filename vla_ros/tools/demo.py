@@ -13,7 +13,7 @@ success, episode time, achieved control rate and inference latency. Writes to --
                by a process of its own; `vla_ros bag-replay out/demo/bag --clock --loop` into a
                vla_node with the demo's parameters (use_sim_time) replays it
   chunk_switches.png  one joint's command across three chunk switches at 50% of a chunk's
-               latency, crossfade vs real-time chunking with cheap guidance (the flow checkpoint,
+               latency, crossfade vs real-time chunking, train-time (the flow checkpoint,
                checkpoints/tiny_flow, on the simulated clock of `vla_ros eval`; `python -m
                vla_ros.bench chunking` measures it)
   summary.json the printed figures; launch.log the nodes' output.
