@@ -129,6 +129,22 @@ def test_resize_to_model_size_uses_area_interpolation():
     assert resize_rgb(rgb, (8, 8)) is rgb
 
 
+def test_resize_halves_first_and_stays_within_rounding_of_one_area_resize():
+    """640x480 -> 64x64 goes through 2x halvings (the fast path); the box filters compose, so the
+    frame equals one INTER_AREA resize to within rounding (each halving rounds to uint8)."""
+    y, x = np.mgrid[0:480, 0:640]
+    rgb = np.stack([(np.sin(x / 17.0) + np.cos(y / 23.0)) * 60 + 128, x * 255.0 / 640, y * 255.0 / 480], -1)
+    rgb = rgb.astype(np.uint8)
+    one_shot = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(int)
+    out = resize_rgb(rgb, (64, 64))
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - one_shot).max() <= 2
+    eighth = cv2.resize(rgb, (80, 60), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(resize_rgb(rgb, (60, 80)).astype(int) - eighth).max() <= 2
+    half = cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(resize_rgb(rgb, (240, 320)), half)  # one halving: INTER_AREA itself
+
+
 def test_ros_messages_convert_and_resize():
     rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH")  # noqa: F841
     from sensor_msgs.msg import CompressedImage, Image
