@@ -53,6 +53,7 @@ from vla_ros.models.checkpoint import (
 from vla_ros.models.train import (
     InstructionPool,
     build_frames,
+    check_interface,
     grounding_lexicon,
     load_datasets,
     lr_at,
@@ -139,18 +140,6 @@ def merge_lexicons(base: dict | None, new: dict | None) -> dict | None:
     if phrasings:
         data["phrasings"] = dict(sorted(phrasings.items()))
     return data
-
-
-def check_interface(ckpt: Checkpoint, meta: dict, where: str) -> None:
-    """The dataset ``where`` must be recorded for the checkpoint's robot interface."""
-    for key, ours in (("cameras", ckpt.robot.cameras), ("state_names", ckpt.robot.state_names),
-                      ("action_names", ckpt.robot.action_names)):
-        if list(meta[key]) != list(ours):
-            raise SystemExit(f"{where}: its {key} {list(meta[key])} differ from the base checkpoint's "
-                             f"{list(ours)}")
-    if abs(1.0 / float(meta["fps"]) - ckpt.robot.action_period) > 1e-9:
-        raise SystemExit(f"{where}: 1/{meta['fps']} s per action differs from the base checkpoint's "
-                         f"{ckpt.robot.action_period} s")
 
 
 def load_replay(directories: list[str], per_directory: int, ckpt: Checkpoint) -> list[Episode]:

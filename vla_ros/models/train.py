@@ -226,15 +226,20 @@ def initial_checkpoint(directory: str, meta: dict, overrides: dict) -> Checkpoin
         raise SystemExit(f"--init {directory}: the checkpoint fixes the architecture; drop the overrides "
                          f"{sorted(set(overrides) - {'head'})}")
     ckpt = load_checkpoint(directory)
+    check_interface(ckpt, meta, f"--init {directory}")
+    return ckpt
+
+
+def check_interface(ckpt: Checkpoint, meta: dict, where: str) -> None:
+    """A dataset (``meta``) must be recorded for the checkpoint's robot interface."""
     for key, ours in (("cameras", ckpt.robot.cameras), ("state_names", ckpt.robot.state_names),
                       ("action_names", ckpt.robot.action_names)):
         if list(meta[key]) != list(ours):
-            raise SystemExit(f"--init {directory}: its {key} {list(ours)} differ from the dataset's "
-                             f"{list(meta[key])}")
+            raise SystemExit(f"{where}: the dataset's {key} {list(meta[key])} differ from the checkpoint's "
+                             f"{list(ours)}")
     if abs(1.0 / float(meta["fps"]) - ckpt.robot.action_period) > 1e-9:
-        raise SystemExit(f"--init {directory}: action period {ckpt.robot.action_period} s differs from the "
-                         f"dataset's 1/{meta['fps']} s")
-    return ckpt
+        raise SystemExit(f"{where}: the dataset's 1/{meta['fps']} s per action differs from the "
+                         f"checkpoint's {ckpt.robot.action_period} s")
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float = 0.1) -> float:
