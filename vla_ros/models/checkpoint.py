@@ -81,7 +81,8 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     return directory
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON object file; missing, corrupt or not an object raises CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:
@@ -95,7 +96,7 @@ def _read_json(path: Path) -> dict:
 
 def load_config(directory: Path) -> VLAConfig:
     path = directory / CONFIG_FILE
-    data = _read_json(path)
+    data = read_json(path)
     if data.get("model_type") != VLAConfig.model_type:
         raise CheckpointError(f"{path}: model_type is {data.get('model_type')!r}, "
                               f"expected {VLAConfig.model_type!r}")
@@ -126,7 +127,7 @@ def load_assets(directory: str | Path) -> Assets:
     config = load_config(directory)
 
     stats_path = directory / STATS_FILE
-    stats = _read_json(stats_path)
+    stats = read_json(stats_path)
     try:
         normalizer = Normalizer.from_dict(stats.get("normalization", {}), where=str(stats_path))
         robot = RobotMeta(**stats["robot"])
@@ -154,10 +155,10 @@ def load_assets(directory: str | Path) -> Assets:
 
     training = {}
     if (directory / TRAINING_FILE).is_file():
-        training = _read_json(directory / TRAINING_FILE)
+        training = read_json(directory / TRAINING_FILE)
     lexicon = None
     if (directory / GROUNDING_FILE).is_file():
-        lexicon = _read_json(directory / GROUNDING_FILE)
+        lexicon = read_json(directory / GROUNDING_FILE)
         try:
             Lexicon(lexicon)
         except ValueError as exc:

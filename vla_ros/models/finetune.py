@@ -48,6 +48,7 @@ from vla_ros.models.checkpoint import (
     Checkpoint,
     CheckpointError,
     load_checkpoint,
+    read_json,
     save_checkpoint,
 )
 from vla_ros.models.train import (
@@ -163,12 +164,7 @@ def is_adapter(directory: str | Path) -> bool:
 
 def read_finetune(directory: Path) -> dict:
     path = directory / FINETUNE_FILE
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: missing") from exc
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable ({exc})") from exc
+    info = read_json(path)
     missing = [k for k in ("base", "base_sha256", "head", "trained") if k not in info]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
@@ -191,14 +187,18 @@ def resolve_base(directory: Path, info: dict, base: str | Path | None) -> Path:
     return found
 
 
-def read_head(path: Path, model: VLAModel, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The head file, strictly: exactly the model's tensors under ``prefixes``, with their shapes."""
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing") from exc
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt, cannot read safetensors ({exc})") from exc
+
+
+def read_head(path: Path, model: VLAModel, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The head file, strictly: exactly the model's tensors under ``prefixes``, with their shapes."""
+    state = read_safetensors(path)
     expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -227,12 +227,7 @@ def load_lora_weights(peft_model, directory: Path) -> None:
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
     path = directory / "adapter_model.safetensors"
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: missing") from exc
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt, cannot read safetensors ({exc})") from exc
+    state = read_safetensors(path)
     expected = get_peft_model_state_dict(peft_model)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
