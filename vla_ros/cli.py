@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "export-onnx": ("vla_ros.models.onnx_export", "a checkpoint as ONNX graphs (onnxruntime backend)"),
     "quantize": ("vla_ros.models.quantize", "a checkpoint that runs int8 / int4 / bf16"),
     "finetune": ("vla_ros.models.finetune", "LoRA-adapt a checkpoint to a new task family (peft)"),
+    "distill": ("vla_ros.models.distill", "a teacher's chunks on the student's own rollouts (DAgger data)"),
     "sim-collect": ("vla_ros.sim.collect", "record scripted-expert demonstrations (and rosbags)"),
     "dataset": ("vla_ros.data.convert", "export/import demonstrations as LeRobotDataset v3"),
     "bag-to-lerobot": ("vla_ros.tools.bag_to_lerobot", "rosbag2 recordings -> LeRobotDataset v3"),

@@ -12,6 +12,12 @@ costs as much as the language model), ``small`` (the language model dominates: w
 pays) or ``smolvla`` (~450M; its 48-token instruction limit is raised to the longest length here,
 so the cost of a long instruction shows).
 
+Beside the medians it counts each step's floating-point operations once per length (torch's
+FlopCounterMode: matmuls, convolutions, attention), which no machine load can disturb:
+``cached_flops_growth_8_to_256`` and ``flops_speedup_at_128`` say what the timings should show on a
+quiet machine, and how much of the growth is arithmetic (attention over a longer prefix) rather
+than overhead.
+
 It also times the two ways of restoring the cache after a step (crop the appended keys/values vs
 deep-copy the prefix before the step), the one-time prefix encode, and an LRU hit. The last line
 is a JSON object.
@@ -38,6 +44,30 @@ LENGTHS = (8, 32, 128, 256)
 def instruction_of(n_tokens: int, rng: random.Random) -> str:
     """ASCII text that the byte tokenizer turns into exactly n_tokens (BOS + n-1 bytes)."""
     return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(n_tokens - 1))
+
+
+def counted_flops(fn) -> int:
+    """Floating-point operations of one call of ``fn`` (FlopCounterMode; CPU attention included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _count_cpu_attention()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _count_cpu_attention() -> None:
+    """FlopCounterMode knows the CUDA attention kernels but not the CPU one SDPA dispatches to here;
+    give it the same formula (2 matmuls: QK^T and PV)."""
+    import torch.utils.flop_counter as fc
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op in fc.flop_registry or op.default in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(op)
+    def _cpu_attention(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def timed(fn) -> float:
@@ -98,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for n in LENGTHS:  # warm-up
             cached(n), uncached(n)
+        flops = {(mode, n): counted_flops(lambda s=step, k=n: s(k))
+                 for mode, step in (("cached", cached), ("uncached", uncached)) for n in LENGTHS}
         times = {(mode, n): [] for mode in ("cached", "uncached") for n in LENGTHS}
         restore = {"crop": [], "copy": []}
         t_start, done = time.monotonic(), 0
@@ -135,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in LENGTHS:
         print(f"| {n} | {cached_ms[n]:.2f} | {uncached_ms[n]:.2f} | {uncached_ms[n] / cached_ms[n]:.2f}x "
               f"| {statistics.median(encode[n]) * 1e3:.2f} |")
+    gflops = {mode: {n: round(flops[(mode, n)] / 1e9, 4) for n in LENGTHS} for mode in ("cached", "uncached")}
+    counted = (f"{n} tokens cached {gflops['cached'][n]:.3f} / uncached {gflops['uncached'][n]:.3f}"
+               for n in LENGTHS)
+    print("GFLOP per step (counted): " + ", ".join(counted))
     restore_ms = {k: round(statistics.median(v) * 1e3, 3) for k, v in restore.items()}
     print(f"restore after a step at 128 tokens (whole step, median): crop {restore_ms['crop']:.2f} ms, "
           f"deep copy {restore_ms['copy']:.2f} ms")
@@ -145,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         "cached_growth_8_to_256": round(cached_ms[256] / cached_ms[8] - 1, 4),
         "uncached_growth_8_to_256": round(uncached_ms[256] / uncached_ms[8] - 1, 4),
         "speedup_at_128": round(uncached_ms[128] / cached_ms[128], 3),
+        "gflops": gflops,
+        "cached_flops_growth_8_to_256": round(flops[("cached", 256)] / flops[("cached", 8)] - 1, 4),
+        "flops_speedup_at_128": round(flops[("uncached", 128)] / flops[("cached", 128)], 3),
         "encode_ms": {n: round(statistics.median(encode[n]) * 1e3, 3) for n in LENGTHS},
         "step_with_restore_ms_at_128": restore_ms,
         "lru_hit_us": round(statistics.median(lru_hits) * 1e6, 3),

@@ -16,6 +16,8 @@ Each ``episode_*.npz`` holds, for T frames sampled every ``1 / fps`` seconds:
     instruction     str                   the natural-language instruction
     task            str                   JSON with the task's parameters (family, colour, ...)
     success         bool                  whether the episode ended in success
+    chunk           float32 [T, H, A]     optional: a teacher model's chunk at each frame, the label
+                                          training uses instead of the next H actions (distillation)
 
 npz instead of the LeRobot format: LeRobot's writer pulls in `datasets`, `huggingface_hub`
 and video codecs for a few hundred tiny episodes; npz opens with numpy alone.
@@ -44,6 +46,9 @@ class Episode:
     instruction: str
     task: dict = field(default_factory=dict)
     success: bool = True
+    # [T, H, A] in action units: a teacher's chunk predicted at each frame (vla_ros distill); when
+    # present, training learns it instead of the next H recorded actions
+    chunk: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.state)
@@ -66,6 +71,11 @@ def save_dataset(directory: str | Path, episodes: list[Episode], fps: float,
     cameras = sorted(episodes[0].images)
     for i, ep in enumerate(episodes):
         arrays = {f"image_{c}": ep.images[c] for c in cameras}
+        if ep.chunk is not None:
+            if ep.chunk.ndim != 3 or ep.chunk.shape[0] != len(ep) or ep.chunk.shape[2] != len(action_names):
+                raise DatasetError(f"episode {i}: chunk labels of shape {ep.chunk.shape}, expected "
+                                   f"[{len(ep)} frames, H, {len(action_names)} actions]")
+            arrays["chunk"] = ep.chunk.astype(np.float32)
         np.savez(directory / f"episode_{i:06d}.npz", state=ep.state.astype(np.float32),
                  action=ep.action.astype(np.float32), timestamp=ep.timestamp.astype(np.float64),
                  instruction=np.array(ep.instruction), task=np.array(json.dumps(ep.task)),
@@ -103,7 +113,7 @@ def load_episode(path: str | Path, cameras: list[str]) -> Episode:
             return Episode(images={c: z[f"image_{c}"] for c in cameras}, state=z["state"],
                            action=z["action"], timestamp=z["timestamp"],
                            instruction=str(z["instruction"]), task=json.loads(str(z["task"])),
-                           success=bool(z["success"]))
+                           success=bool(z["success"]), chunk=z.get("chunk"))
     except (OSError, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise

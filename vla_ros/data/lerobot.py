@@ -280,6 +280,9 @@ class LeRobotWriter:
         n = len(episode)
         if n == 0:
             raise DatasetError(f"{where}: no frames")
+        if episode.chunk is not None:  # exporting would drop the labels it was recorded for
+            raise DatasetError(f"{where}: has teacher chunk labels (a vla_ros distill dataset); "
+                               "LeRobotDataset v3 has no field for them")
         if sorted(episode.images) != sorted(self.cameras):
             raise DatasetError(f"{where}: cameras {sorted(episode.images)}, expected {sorted(self.cameras)}")
         for c, frames in episode.images.items():

@@ -64,8 +64,14 @@ def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, c
             t = flat.round().clamp(0, 255).to(torch.uint8).view(T, len(cameras), 3, image_size, image_size)
         images.append(t.numpy())
         states.append(norm.normalize_state(ep.state))
-        idx = np.minimum(np.arange(T)[:, None] + np.arange(chunk)[None], T - 1)  # [T, H]
-        chunks.append(norm.normalize_action(ep.action)[idx])
+        if ep.chunk is not None:  # a teacher's chunk per frame (vla_ros distill)
+            if ep.chunk.shape[1] < chunk:
+                raise SystemExit(f"episode with instruction {ep.instruction!r} (task {ep.task}): its teacher "
+                                 f"chunks hold {ep.chunk.shape[1]} actions, this model predicts {chunk}")
+            chunks.append(norm.normalize_action(ep.chunk[:, :chunk]))
+        else:
+            idx = np.minimum(np.arange(T)[:, None] + np.arange(chunk)[None], T - 1)  # [T, H]
+            chunks.append(norm.normalize_action(ep.action)[idx])
         text_index.setdefault(ep.instruction, len(texts))
         if text_index[ep.instruction] == len(texts):
             texts.append(ep.instruction)
@@ -413,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     train = build_frames(train_eps, cameras, config.image_size, config.chunk_size, norm)
     val = build_frames([episodes[i] for i in val_ids], cameras, config.image_size, config.chunk_size, norm) \
         if val_ids else None
+    n_episodes = len(episodes)
+    del episodes, train_eps  # the frames hold copies of the images: keep one copy in memory, not two
 
     pool = InstructionPool(train, tokenizer, config.max_instruction_tokens, args.paraphrase,
                            args.paraphrase_keep, args.seed)
@@ -466,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         val_loss = history[-1]["val_loss"] if history else float("nan")
         info = {"command": "vla_ros train " + shlex.join(argv if argv is not None else sys.argv[1:]),
                 "config_preset": args.config, "args": vars(args), "step": step, "history": history,
-                "dataset": {"path": str(args.data), "episodes": len(episodes),
+                "dataset": {"path": str(args.data), "episodes": n_episodes,
                             "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                             "fps": meta["fps"]},
                 "val_loss": val_loss, "parameters": n_params, "finished": final}

@@ -20,6 +20,7 @@ synchroniser slop, and the simulator is stepped in lockstep instead of in real t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,8 +127,12 @@ def run_episode(
     latency: str | float = "measured",
     extra_latency_s: float = 0.0,
     trace: EpisodeTrace | None = None,
+    on_observation: Callable[[Observation], None] | None = None,
 ) -> EpisodeOutcome:
     """One seeded episode: reset the scene, one goal through a fresh Runtime, until its result.
+
+    ``on_observation`` sees every camera observation as it is submitted (vla_ros distill labels
+    them with a teacher's chunks).
 
     A fresh Runtime per episode is what eval-ros does to vla_node around each reset (re-arm).
     ``time_limit_s`` (default: the env's max_steps * action_period) becomes the goal's timeout."""
@@ -161,7 +166,10 @@ def run_episode(
     def sense() -> None:
         if clock.now >= due["camera"] - 1e-9:
             seen = env.observe()
-            runtime.submit_observation(Observation(clock.now, seen["images"], seen["state"]))
+            observation = Observation(clock.now, seen["images"], seen["state"])
+            runtime.submit_observation(observation)
+            if on_observation is not None:
+                on_observation(observation)
         elif clock.now >= due["joints"] - 1e-9:
             runtime.set_measured_state(env.joint_state(), clock.now)
         for key in ("camera", "joints"):
