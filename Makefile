@@ -6,7 +6,8 @@
 #   make test-ros     only the tests marked `ros` (rclpy, DDS, launch)
 #   make demo         the closed-loop demo (vla_ros demo)
 #   make checkpoint   train the default model checkpoint (checkpoint-flow: the flow-head one,
-#                     checkpoint-small: the `small` preset, <= 3 h)
+#                     checkpoint-small: the `small` preset, <= 3 h; distill: the default
+#                     distilled from `small` with DAgger labels, and its control run)
 #   make checkpoint-act  train the LeRobot ACT baseline into out/act (lerobot's trainer, .venv-lerobot)
 # ROS_DISTRO=humble make test   (or make test ROS_DISTRO=humble) uses the Humble runtime of the
 # wheel instead of Jazzy. PYTEST_ARGS="-k name" passes arguments to pytest.
@@ -21,10 +22,10 @@ DEMO_ARGS ?=
 STAMPS := .stamps
 
 .PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language \
-	checkpoint-small checkpoint-act clean lerobot-venv
+	checkpoint-small distill checkpoint-act clean lerobot-venv
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(STAMPS)/venv
 
@@ -126,6 +127,22 @@ checkpoint-flow: venv $(CHECKPOINT_DATA)
 SMALL_RECIPE = $(subst --config tiny,--config small,$(TRAIN_RECIPE)) --max-seconds 10800
 checkpoint-small: venv $(CHECKPOINT_DATA)
 	$(ENV) && vla_ros train $(SMALL_RECIPE) --out out/train/small --state-dir out/train/small $(TRAIN_ARGS)
+
+# Distillation (docs/DEPLOY.md "Distillation"): `vla_ros distill` rolls the default (the student) out in
+# the simulator and labels every camera frame with the `small` teacher's chunk (DAgger); the student is
+# then fine-tuned on the demonstrations plus those labels (out/train/distilled) and, as the control, on
+# the demonstrations alone for the same steps (out/train/distill_control). Needs `make checkpoint-small`.
+DISTILL_TEACHER ?= out/train/small
+DISTILL_EPISODES ?= 300
+DISTILL_RECIPE = --init checkpoints/tiny --lr 5e-4 --batch-size 128 --warmup 100 --state-noise 0.3 \
+	--val-every 500 --steps 1500
+distill: venv $(CHECKPOINT_DATA)
+	$(ENV) && vla_ros distill --teacher $(DISTILL_TEACHER) --student checkpoints/tiny \
+		--episodes $(DISTILL_EPISODES) --seed 30000 --out out/data/distill --overwrite
+	$(ENV) && vla_ros train $(DISTILL_RECIPE) --data out/data/sim out/data/dart out/data/distill \
+		--out out/train/distilled $(TRAIN_ARGS)
+	$(ENV) && vla_ros train $(DISTILL_RECIPE) --data out/data/sim out/data/dart --out out/train/distill_control \
+		$(TRAIN_ARGS)
 
 # The LeRobot ACT baseline (docs/MODEL.md, "ACT baseline (LeRobot)"): the first ACT_EPISODES
 # scripted-expert demonstrations exported to LeRobotDataset v3 (out/act_data), trained with lerobot's
