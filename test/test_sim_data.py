@@ -42,6 +42,24 @@ def test_dataset_loads_back_with_frames_and_episodes(collected):
         np.testing.assert_allclose(np.diff(ep.timestamp), 0.1, atol=1e-9)
 
 
+def test_images_on_disk_read_the_same_frames_when_asked_and_name_a_vanished_file(collected, tmp_path):
+    import shutil
+
+    from vla_ros.data.dataset import DatasetError, ImagesOnDisk
+
+    _, eager = load_dataset(collected)
+    copy = shutil.copytree(collected, tmp_path / "copy", ignore=shutil.ignore_patterns("bags"))
+    _, lazy = load_dataset(copy, images_on_disk=True)
+    for a, b in zip(eager, lazy, strict=True):
+        assert isinstance(b.images, ImagesOnDisk) and sorted(b.images) == sorted(a.images)
+        for camera in a.images:
+            np.testing.assert_array_equal(a.images[camera], b.images[camera])
+        np.testing.assert_array_equal(a.state, b.state)
+    (copy / "episode_000001.npz").unlink()
+    with pytest.raises(DatasetError, match="episode_000001.npz: cannot read image_scene"):
+        lazy[1].images["scene"]
+
+
 def test_dataset_matches_a_fresh_expert_rollout(collected):
     _, episodes = load_dataset(collected)
     env = TabletopEnv(image_size=(32, 40))

@@ -28,6 +28,7 @@ v3, and :func:`load_dataset` reads a LeRobot directory as well.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Episode:
-    images: dict[str, np.ndarray]  # camera -> uint8 [T, H, W, 3]
+    images: Mapping[str, np.ndarray]  # camera -> uint8 [T, H, W, 3] (a dict, or ImagesOnDisk)
     state: np.ndarray  # float32 [T, S]
     action: np.ndarray  # float32 [T, A]
     timestamp: np.ndarray  # float64 [T]
@@ -102,7 +103,33 @@ def load_meta(directory: str | Path) -> dict:
     return meta
 
 
-def load_episode(path: str | Path, cameras: list[str]) -> Episode:
+class ImagesOnDisk(Mapping):
+    """An episode's camera frames, read from its file each time one camera is asked for: training
+    turns each episode's frames into its own tensor layout once, so holding every loaded episode's
+    images as well would double the dataset's memory."""
+
+    def __init__(self, path: Path, cameras: list[str]) -> None:
+        self.path, self.cameras = path, list(cameras)
+
+    def __getitem__(self, camera: str) -> np.ndarray:
+        if camera not in self.cameras:
+            raise KeyError(camera)
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                return z[f"image_{camera}"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DatasetError(f"{self.path}: cannot read image_{camera} ({exc})") from exc
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cameras)
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+
+def load_episode(path: str | Path, cameras: list[str], images_on_disk: bool = False) -> Episode:
+    """One episode file; ``images_on_disk``: its images stay in the file until asked for
+    (:class:`ImagesOnDisk`), the rest is read now."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -110,7 +137,8 @@ def load_episode(path: str | Path, cameras: list[str]) -> Episode:
             missing += [f"image_{c}" for c in cameras if f"image_{c}" not in z]
             if missing:
                 raise DatasetError(f"{path}: missing arrays {missing}")
-            return Episode(images={c: z[f"image_{c}"] for c in cameras}, state=z["state"],
+            images = ImagesOnDisk(path, cameras) if images_on_disk else {c: z[f"image_{c}"] for c in cameras}
+            return Episode(images=images, state=z["state"],
                            action=z["action"], timestamp=z["timestamp"],
                            instruction=str(z["instruction"]), task=json.loads(str(z["task"])),
                            success=bool(z["success"]), chunk=z.get("chunk"))
@@ -120,9 +148,10 @@ def load_episode(path: str | Path, cameras: list[str]) -> Episode:
         raise DatasetError(f"{path}: cannot read episode ({exc})") from exc
 
 
-def load_dataset(directory: str | Path) -> tuple[dict, list[Episode]]:
+def load_dataset(directory: str | Path, images_on_disk: bool = False) -> tuple[dict, list[Episode]]:
     """A vla_ros episode directory, or a LeRobotDataset v3 directory (one with meta/info.json;
-    read by vla_ros.data.lerobot into the same Episodes and a meta with the same keys)."""
+    read by vla_ros.data.lerobot into the same Episodes and a meta with the same keys).
+    ``images_on_disk``: a vla_ros directory's images are read when asked for (:class:`ImagesOnDisk`)."""
     if (Path(directory) / "meta" / "info.json").is_file() and not (Path(directory) / "meta.json").is_file():
         from vla_ros.data.lerobot import load_lerobot_dataset  # pyarrow and av only when needed
 
@@ -132,4 +161,4 @@ def load_dataset(directory: str | Path) -> tuple[dict, list[Episode]]:
     if len(files) != meta["episodes"]:
         raise DatasetError(
             f"{directory}: meta.json says {meta['episodes']} episodes, found {len(files)} files")
-    return meta, [load_episode(f, meta["cameras"]) for f in files]
+    return meta, [load_episode(f, meta["cameras"], images_on_disk) for f in files]

@@ -151,7 +151,7 @@ def load_replay(directories: list[str], per_directory: int, ckpt: Checkpoint) ->
             meta = load_meta(directory)
             check_interface(ckpt, meta, directory)
             files = sorted(Path(directory).glob("episode_*.npz"))[:per_directory]
-            episodes += [load_episode(f, meta["cameras"]) for f in files]
+            episodes += [load_episode(f, meta["cameras"], images_on_disk=True) for f in files]
         except DatasetError as exc:
             raise SystemExit(f"--replay-data {directory}: {exc}") from exc
     return episodes

@@ -52,8 +52,12 @@ class Frames:
 
 def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, chunk: int,
                  norm: Normalizer) -> Frames:
-    images, states, chunks, instr, texts, tasks = [], [], [], [], [], []
+    # the images go straight into one preallocated array: no per-episode copies to concatenate, so
+    # with episodes loaded images_on_disk the dataset's images are in memory once
+    images = np.empty((sum(len(ep) for ep in episodes), len(cameras), 3, image_size, image_size), np.uint8)
+    states, chunks, instr, texts, tasks = [], [], [], [], []
     text_index: dict[str, int] = {}
+    start = 0
     for ep in episodes:
         T = len(ep)
         cams = np.stack([ep.images[c] for c in cameras], axis=1)  # [T, C, H, W, 3]
@@ -62,7 +66,8 @@ def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, c
             flat = F.interpolate(t.flatten(0, 1).float(), size=(image_size, image_size), mode="bilinear",
                                  antialias=True, align_corners=False)
             t = flat.round().clamp(0, 255).to(torch.uint8).view(T, len(cameras), 3, image_size, image_size)
-        images.append(t.numpy())
+        images[start:start + T] = t.numpy()
+        start += T
         states.append(norm.normalize_state(ep.state))
         if ep.chunk is not None:  # a teacher's chunk per frame (vla_ros distill)
             if ep.chunk.shape[1] < chunk:
@@ -77,7 +82,7 @@ def build_frames(episodes: list[Episode], cameras: list[str], image_size: int, c
             texts.append(ep.instruction)
             tasks.append(ep.task)
         instr.append(np.full(T, text_index[ep.instruction]))
-    return Frames(np.concatenate(images), np.concatenate(states), np.concatenate(chunks),
+    return Frames(images, np.concatenate(states), np.concatenate(chunks),
                   np.concatenate(instr), texts, tasks)
 
 
@@ -162,10 +167,11 @@ def make_batch(frames: Frames, idx, token_ids: torch.Tensor, token_mask: torch.T
 
 
 def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
-    """One or more datasets recorded for the same robot interface, concatenated."""
-    meta, episodes = load_dataset(directories[0])
+    """One or more datasets recorded for the same robot interface, concatenated; a vla_ros
+    directory's images stay on disk until build_frames reads them."""
+    meta, episodes = load_dataset(directories[0], images_on_disk=True)
     for directory in directories[1:]:
-        other, more = load_dataset(directory)
+        other, more = load_dataset(directory, images_on_disk=True)
         for key in ("cameras", "state_names", "action_names", "fps"):
             if other[key] != meta[key]:
                 raise SystemExit(f"{directory}: {key} {other[key]} differs from "
@@ -419,8 +425,6 @@ def main(argv: list[str] | None = None) -> int:
     train = build_frames(train_eps, cameras, config.image_size, config.chunk_size, norm)
     val = build_frames([episodes[i] for i in val_ids], cameras, config.image_size, config.chunk_size, norm) \
         if val_ids else None
-    n_episodes = len(episodes)
-    del episodes, train_eps  # the frames hold copies of the images: keep one copy in memory, not two
 
     pool = InstructionPool(train, tokenizer, config.max_instruction_tokens, args.paraphrase,
                            args.paraphrase_keep, args.seed)
@@ -474,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         val_loss = history[-1]["val_loss"] if history else float("nan")
         info = {"command": "vla_ros train " + shlex.join(argv if argv is not None else sys.argv[1:]),
                 "config_preset": args.config, "args": vars(args), "step": step, "history": history,
-                "dataset": {"path": str(args.data), "episodes": n_episodes,
+                "dataset": {"path": str(args.data), "episodes": len(episodes),
                             "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                             "fps": meta["fps"]},
                 "val_loss": val_loss, "parameters": n_params, "finished": final}
