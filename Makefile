@@ -133,7 +133,7 @@ checkpoint-small: venv $(CHECKPOINT_DATA)
 # then fine-tuned on the demonstrations plus those labels (out/train/distilled) and, as the control, on
 # the demonstrations alone for the same steps (out/train/distill_control). Needs `make checkpoint-small`.
 DISTILL_TEACHER ?= out/train/small
-DISTILL_EPISODES ?= 300
+DISTILL_EPISODES ?= 400
 DISTILL_RECIPE = --init checkpoints/tiny --lr 5e-4 --batch-size 128 --warmup 100 --state-noise 0.3 \
 	--val-every 500 --steps 1500
 distill: venv $(CHECKPOINT_DATA)
