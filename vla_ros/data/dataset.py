@@ -90,6 +90,16 @@ def save_dataset(directory: str | Path, episodes: list[Episode], fps: float,
     return directory
 
 
+def output_problem(directory: Path, overwrite: bool) -> str | None:
+    """Why a dataset cannot be written to ``directory`` (None: it can); for commands to check before
+    the work that fills it."""
+    if directory.exists() and not directory.is_dir():
+        return f"{directory} exists and is not a directory"
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        return f"{directory} exists and is not empty; pass --overwrite to replace it"
+    return None
+
+
 def load_meta(directory: str | Path) -> dict:
     path = Path(directory) / "meta.json"
     if not path.is_file():

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_ros.core.policy import Observation, Policy, PolicySpec
-from vla_ros.data.dataset import Episode, save_dataset
+from vla_ros.data.dataset import Episode, output_problem, save_dataset
 from vla_ros.sim.tasks import ALL_FAMILIES
 
 
@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vla_ros distill: --teacher-episodes {args.teacher_episodes}: a fraction in [0, 1]",
               file=sys.stderr)
         return 2
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        print(f"vla_ros distill: {args.out} exists and is not empty; pass --overwrite to replace it",
-              file=sys.stderr)
+    problem = output_problem(args.out, args.overwrite)
+    if problem:
+        print(f"vla_ros distill: {problem}", file=sys.stderr)
         return 2
     from vla_ros.models.checkpoint import CheckpointError
     from vla_ros.models.policy import load_policy

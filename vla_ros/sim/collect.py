@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vla_ros.data.dataset import Episode, save_dataset
+from vla_ros.data.dataset import Episode, output_problem, save_dataset
 from vla_ros.sim.env import TabletopEnv
 from vla_ros.sim.scene import COLOURS, SHAPES
 from vla_ros.sim.tasks import ALL_FAMILIES, TASK_FAMILIES
@@ -117,12 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
-    if args.out.exists() and not args.out.is_dir():
-        print(f"sim-collect: {args.out} exists and is not a directory", file=sys.stderr)
-        return 2
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        print(f"sim-collect: {args.out} exists and is not empty; pass --overwrite to replace it",
-              file=sys.stderr)
+    problem = output_problem(args.out, args.overwrite)
+    if problem:
+        print(f"sim-collect: {problem}", file=sys.stderr)
         return 2
     try:
         env = make_env(args)
