@@ -88,8 +88,7 @@ def labelled_episode(driver: Policy, teacher: Policy, env, config, seed: int, dr
             labels = TeacherLabels(teacher, env.task.instruction)
         labels(observation)
 
-    driver.reset()
-    teacher.reset()
+    teacher.reset()  # the runtime's worker resets the driver when the goal starts; the teacher is outside it
     outcome = run_episode(driver, env, config, seed, on_observation=observe)
     task = {**env.task.to_dict(), "seed": seed, "driven_by": driven_by, "teacher": teacher_name}
     return labels.episode(env.task.instruction, task, outcome.success)
