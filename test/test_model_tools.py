@@ -49,3 +49,20 @@ def test_parity_cached_matches_uncached(checkpoint, capsys):
     low = out["fp32-vs-bfloat16"]
     assert low["steps"] == exact["steps"] >= 2
     assert low["max_abs_diff"] > 0  # bf16 really ran in lower precision
+
+
+def test_eval_runtime_overrides_reach_the_run(checkpoint, capsys):
+    """--refill-margin-s and --rtc-max-guidance are recorded with the run; bad values are refused by name."""
+    flow = json.loads((checkpoint / "config.json").read_text())["head"] == "flow"
+    args = ["--checkpoint", str(checkpoint), "--episodes", "1", "--offline-episodes", "0", "--max-steps", "4",
+            "--threads", "1", "--refill-margin-s", "0.3", "--extra-latency-ms", "300"]
+    if flow:
+        args += ["--rtc", "cheap", "--rtc-max-guidance", "0.5"]
+    assert evaluate.main(args) == 0
+    out = last_json(capsys)
+    assert out["runtime_overrides"]["refill_margin_s"] == 0.3
+    assert out["real_time_chunking"] == (["cheap", 0.5] if flow else ["off", 0.0])
+    for flag, value in (("--refill-margin-s", "-0.1"), ("--rtc-max-guidance", "0")):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--checkpoint", str(checkpoint), flag, value])
+        assert flag in capsys.readouterr().err

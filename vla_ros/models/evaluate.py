@@ -216,8 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtc", choices=RTC_MODES, default="off",
                    help="runtime executor: real-time chunking for a flow head (its chunks then "
                         "replace the buffer's instead of crossfading, as in the paper)")
+    p.add_argument("--rtc-max-guidance", type=float, default=5.0,
+                   help="real-time chunking: cap on the guidance weight (vla_node's rtc_max_guidance)")
     p.add_argument("--blend", choices=BLEND_RULES, default=None,
                    help="runtime executor: blend rule (default: config/sim_robot.yaml's; replace with --rtc)")
+    p.add_argument("--refill-margin-s", type=float, default=None,
+                   help="runtime executor: request the next chunk when the buffered future is below the p95 "
+                        "latency plus this (vla_node's refill_margin_s; default: config/sim_robot.yaml's)")
     p.add_argument("--execute", type=int, default=0,
                    help="chunks executor: actions executed per chunk (0 = half the chunk)")
     p.add_argument("--max-steps", type=int, default=100)
@@ -238,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.refill_margin_s is not None and not args.refill_margin_s >= 0:
+        parser.error(f"--refill-margin-s {args.refill_margin_s}: must be >= 0 seconds")
+    if not args.rtc_max_guidance > 0:
+        parser.error(f"--rtc-max-guidance {args.rtc_max_guidance}: must be > 0")
     if args.policy_backend == "lerobot":
         problems = lerobot_argument_problems(args)
         if problems:
@@ -250,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args.offline_episodes = 20 if args.offline_episodes is None else args.offline_episodes
         policy = load_policy(args.checkpoint, dtype=args.dtype, threads=args.threads,
-                             rtc=None if args.rtc == "off" else args.rtc)
+                             rtc=None if args.rtc == "off" else args.rtc,
+                             rtc_max_guidance=args.rtc_max_guidance)
         checkpoint, action_std = str(policy.ckpt.path), policy.ckpt.normalizer.action_std
     try:
         return evaluate(args, policy, checkpoint, action_std)
@@ -300,6 +310,8 @@ def evaluate(args: argparse.Namespace, policy: Policy, checkpoint: str, action_s
     overrides = {"real_time_chunking": args.rtc != "off", "instruction_rewrite": args.instruction_rewrite}
     if args.blend or args.rtc != "off":
         overrides["blend"] = args.blend or "replace"
+    if args.refill_margin_s is not None:
+        overrides["refill_margin_s"] = args.refill_margin_s
     spec = policy.spec
     execute = args.execute or max(1, spec.chunk_size // 2)
     env = TabletopEnv(
@@ -352,6 +364,7 @@ def evaluate(args: argparse.Namespace, policy: Policy, checkpoint: str, action_s
         "execute": execute if args.executor == "chunks" else None,
         "extra_latency_ms": args.extra_latency_ms if args.executor == "runtime" else None,
         "runtime_overrides": overrides if args.executor == "runtime" else None,
+        "real_time_chunking": list(policy.real_time_chunking()),  # (mode, guidance cap) as the policy runs it
         "offline_episodes": args.offline_episodes,
         "results": rows,
     }
