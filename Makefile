@@ -114,9 +114,8 @@ checkpoint-language: venv $(CHECKPOINT_DATA)
 # min on 2 quiet threads. The same head trained from scratch on TRAIN_RECIPE solved 30/100.
 FLOW_RECIPE = --data out/data/sim out/data/dart --lr 1e-3 --batch-size 128 --warmup 300 --state-noise 0.3 \
 	--val-every 1000 --steps 4000
-FLOW_RTC_RECIPE = --data out/data/sim out/data/dart --lr 5e-4 --batch-size 128 --warmup 100 --state-noise 0.3 \
-	--val-every 500 --steps 2000 --rtc-train-delay 7
 FLOW_MORE_RECIPE = --data out/data/sim out/data/dart --lr 5e-4 --batch-size 128 --warmup 100 --state-noise 0.3
+FLOW_RTC_RECIPE = $(FLOW_MORE_RECIPE) --val-every 500 --steps 2000 --rtc-train-delay 7
 checkpoint-flow: venv $(CHECKPOINT_DATA)
 	$(ENV) && vla_ros train --init checkpoints/tiny --head flow $(FLOW_RECIPE) --out out/train/flow_warm $(TRAIN_ARGS)
 	$(ENV) && vla_ros train --init out/train/flow_warm $(FLOW_RTC_RECIPE) --out out/train/flow_rtc $(TRAIN_ARGS)
