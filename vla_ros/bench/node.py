@@ -1,15 +1,20 @@
 """Benchmark the vla_node: synthetic cameras at 30 Hz + joint states over DDS, a running goal.
 
     python -m vla_ros.bench node [--quick] [--checkpoint DIR] [--seconds S] [--policy-process child|local]
+                                 [--executor node|multi-threaded] [--realtime-priority N]
 
 Model: the default checkpoint when it exists, else the "tiny" config with random weights (the
-JSON says which). The camera publisher runs in this process on its own executor thread.
+JSON says which). The synthetic robot (cameras, joint states, and the subscriber counting the
+commands) runs in a process of its own, as a camera driver and a controller would.
 
 Figures (milliseconds unless named otherwise), per chunk for the observation it was computed from:
   control_p99_ms          p99 of the control loop's tick-to-tick period (target 1000 / control rate)
   command_rate_hz         command messages received by a subscriber per second during the goal
   overhead_p99_ms         what the node itself adds: synchronised set complete -> Observation
                           submitted (conversion, resize) plus tick -> command message published
+  ingest_p99_ms, tick_to_publish_p99_ms
+                          the same two parts over every synchronised set and every tick (thousands
+                          of samples, where the per-chunk figures have one per chunk)
   e2e_minus_model_p99_ms  header stamp -> first command computed from it, minus the model's latency:
                           overhead + transport (camera process serialising, DDS, executor) + mailbox
                           wait (the observation waits for the worker to want a chunk) + tick wait
@@ -99,14 +104,17 @@ class TimedPolicy:
 
 
 def camera_main(argv: list[str]) -> None:
-    """Child process: two synthetic rgb8 cameras + joint states at a fixed rate until terminated."""
+    """Child process: two synthetic rgb8 cameras + joint states at a fixed rate until terminated;
+    then writes the monotonic times the node's commands arrived to ``argv[4]`` (one per line)."""
     import signal
 
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float64MultiArray
 
     height, width, rate, names = int(argv[0]), int(argv[1]), float(argv[2]), argv[3].split(",")
+    received: list[float] = []
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, lambda *_: rclpy.shutdown())
     node = rclpy.create_node("bench_cameras")
@@ -117,6 +125,8 @@ def camera_main(argv: list[str]) -> None:
         for n in ("scene", "wrist")
     ]
     joints = node.create_publisher(JointState, "/bench/joint_states", 10)
+    node.create_subscription(Float64MultiArray, "/bench/arm/commands",
+                             lambda _msg: received.append(time.monotonic()), 100)
     count = [0]
 
     def publish():
@@ -135,6 +145,7 @@ def camera_main(argv: list[str]) -> None:
     node.create_timer(1.0 / rate, publish)
     with contextlib.suppress(Exception):  # SIGTERM shut the context down
         rclpy.spin(node)
+    Path(argv[4]).write_text("".join(f"{t!r}\n" for t in received))
 
 
 def _p(values, q: float) -> float:
@@ -150,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--camera-rate", type=float, default=30.0)
     parser.add_argument("--control-rate", type=float, default=50.0)
+    parser.add_argument("--executor", choices=["node", "multi-threaded"], default="node",
+                        help="the vla_node executable's executor (EventsExecutor where rclpy has it), or "
+                             "a 4-thread MultiThreadedExecutor (what it ran before)")
+    parser.add_argument("--realtime-priority", type=int, default=0,
+                        help="the node's realtime_priority: its control thread's SCHED_FIFO level (0 = none)")
     parser.add_argument(
         "--switch-interval-ms",
         type=float,
@@ -166,15 +182,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
-    from std_msgs.msg import Float64MultiArray
 
+    from vla_ros.ros.executors import low_latency_executor
     from vla_ros.ros.vla_node import VlaNode
 
     clock = time.monotonic
-    with tempfile.TemporaryDirectory() as tmp:
-        inner, model_name = _load_policy(args.checkpoint, Path(tmp), args.policy_process)
+    tmp_dir = tempfile.TemporaryDirectory()
+    inner, model_name = _load_policy(args.checkpoint, Path(tmp_dir.name), args.policy_process)
     policy = TimedPolicy(inner, clock)
     context = Context()
     rclpy.init(context=context)
@@ -190,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "position_lower": [-3.0] * 5,
         "position_upper": [3.0] * 5,
         "velocity_limit": [3.0] * 5,
+        "realtime_priority": args.realtime_priority,
     }
     node = VlaNode(
         "bench_vla",
@@ -206,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
     node._on_command = on_command
 
-    # The synthetic cameras run in their own process, as a camera driver would: their serialisation
-    # must not compete with the node for this interpreter's GIL.
+    # The synthetic robot runs in its own process, as a camera driver and a controller would: its
+    # serialisation and callbacks must not compete with the node for this interpreter's GIL.
+    received_file = Path(tmp_dir.name) / "received.txt"
     camera_process = subprocess.Popen(
         [
             sys.executable,
@@ -217,28 +235,21 @@ def main(argv: list[str] | None = None) -> int:
             str(width),
             str(args.camera_rate),
             ",".join(inner.spec.state_names),
+            str(received_file),
         ],
         env=os.environ.copy(),
     )
-    cams = rclpy.create_node("bench_command_listener", context=context)
-    received = []
-    cams.create_subscription(
-        Float64MultiArray, "/bench/arm/commands", lambda m: received.append(clock()), 100
-    )
-    node_exec = MultiThreadedExecutor(num_threads=2, context=context)
+    if args.executor == "multi-threaded":  # what the vla_node executable ran before
+        executor_name = "MultiThreadedExecutor"
+        node_exec = MultiThreadedExecutor(num_threads=4, context=context)
+    else:
+        node_exec, executor_name = low_latency_executor(context)  # the vla_node executable's
     node_exec.add_node(node)
-    cam_exec = SingleThreadedExecutor(context=context)
-    cam_exec.add_node(cams)
     stop = threading.Event()
-    threads = [
-        threading.Thread(
-            target=lambda ex=ex: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-            daemon=True,
-        )
-        for ex in (node_exec, cam_exec)
-    ]
-    for t in threads:
-        t.start()
+    spinner = threading.Thread(
+        target=lambda: [node_exec.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True
+    )
+    spinner.start()
     try:
         if not node.autostart():
             raise SystemExit(f"node did not start: {node.last_error}")
@@ -253,26 +264,26 @@ def main(argv: list[str] | None = None) -> int:
         if not decision.accepted:
             raise SystemExit(f"goal refused: {decision.reason}")
         t0 = clock()
-        first_received = len(received)
         first_chunk = len(policy.chunks)
         time.sleep(seconds)
         t1 = clock()
         stats = node.runtime.stats()
-        commands = len(received) - first_received
         timeline = {stamp: (arrival, submitted) for stamp, arrival, submitted in node.inputs.timeline}
+        ingest = list(node.inputs.ingest)
     finally:
         camera_process.terminate()
         camera_process.wait(10)
         node.hold_and_shutdown()
         stop.set()
-        for t in threads:
-            t.join(5)
+        spinner.join(5)
         node_exec.shutdown()
-        cam_exec.shutdown()
         node.destroy_node()
-        cams.destroy_node()
         rclpy.shutdown(context=context)
         inner.close()
+    lines = received_file.read_text().split() if received_file.exists() else []
+    received = np.array([float(t) for t in lines])
+    tmp_dir.cleanup()
+    commands = int(np.count_nonzero((received >= t0) & (received <= t1)))
 
     ticks = np.array([s for s, _ in published])
     pub_at = np.array([p for _, p in published])
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "node",
         "model": model_name,
         "policy_process": args.policy_process,
+        "executor": executor_name,
         "camera": f"{width}x{height} rgb8 x2 @ {args.camera_rate:g} Hz",
         "control_rate_hz": args.control_rate,
         "seconds": round(t1 - t0, 2),
@@ -313,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         "convert_p50_ms": _p(convert, 50),
         "convert_p99_ms": _p(convert, 99),
         "publish_p99_ms": _p(publish, 99),
+        "ingest_p99_ms": _p(ingest, 99),
+        "tick_to_publish_p50_ms": _p(pub_at - ticks, 50),
+        "tick_to_publish_p99_ms": _p(pub_at - ticks, 99),
         "model_latency_p50_ms": _p(latency, 50),
         "model_latency_p99_ms": _p(latency, 99),
         "mailbox_wait_p99_ms": _p(mailbox, 99),

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
@@ -44,6 +44,7 @@ from vla_ros.core.runtime import (
 )
 from vla_ros.ros import interface_fields, params
 from vla_ros.ros.diagnostics import Diagnostics, StatusPublisher, build_statuses, status_fields
+from vla_ros.ros.executors import low_latency_executor
 from vla_ros.ros.observation_sync import ObservationInput, no_event_handlers
 from vla_ros.ros.outputs import CommandOutput, GripperMap
 
@@ -547,8 +548,11 @@ def main(argv: list[str] | None = None, policy: Policy | None = None) -> int:
     if (args.autostart or node.get_parameter("autostart").value) and not node.autostart():
         node.get_logger().fatal(f"autostart failed: {node.last_error}")
         code = 1
-    # Threads: inputs and services, plus one per running action goal (two while one preempts another).
-    executor = MultiThreadedExecutor(num_threads=4)
+    # One thread, dispatching from C++ where rclpy can (executors.low_latency_executor): rclpy's
+    # Python executors walk every entity on each wake-up, holding the GIL the control thread needs
+    # to publish. Goals wait as coroutines (action_server), so none holds the thread.
+    executor, executor_name = low_latency_executor()
+    node.get_logger().info(f"executor: {executor_name}")
     executor.add_node(node)
     try:
         while code == 0 and not stop.is_set() and rclpy.ok():
