@@ -26,6 +26,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_ros.core.scripted_policy import ARM_JOINTS, ScriptedPolicy
 from vla_ros.ros.diagnostics import subscribe_status
+from vla_ros.ros.executors import low_latency_executor
 from vla_ros.ros.vla_node import VlaNode
 from vla_ros.tools.goal_client import GoalOutcome, InstructionClient
 
@@ -191,19 +192,25 @@ class GoalRun:
 
 
 class Rig:
-    """A VlaNode + FakeRobot spun by one MultiThreadedExecutor in a background thread.
+    """A VlaNode + FakeRobot spun by one executor in a background thread.
 
     ``interface`` ("auto", "action" or "topic") picks how goals are sent (see the module doc).
+    ``executor``: "multi-threaded" (3 threads, as embedders run the node) or "node" (the vla_node
+    executable's, ros.executors.low_latency_executor: one thread).
     """
 
-    def __init__(self, context, policy=None, robot_kwargs=None, interface: str = "auto", **params) -> None:
+    def __init__(self, context, policy=None, robot_kwargs=None, interface: str = "auto",
+                 executor: str = "multi-threaded", **params) -> None:
         self.policy = policy or ScriptedPolicy()
         self.node = VlaNode(
             NODE_NAME, policy=self.policy, context=context, parameter_overrides=node_parameters(**params)
         )
         self.robot = FakeRobot(context, **(robot_kwargs or {}))
         self.client = InstructionClient(self.robot, f"/{NODE_NAME}", interface)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        if executor == "node":
+            self.executor, _ = low_latency_executor(context)
+        else:
+            self.executor = MultiThreadedExecutor(num_threads=3, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.robot)
         self._thread = threading.Thread(target=self._spin, daemon=True)

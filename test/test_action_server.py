@@ -86,13 +86,15 @@ def check_feedback(fb: dict) -> None:
     assert fb["state"] in STATES, fb
 
 
-@pytest.fixture
-def make_rig(rclpy_context):
+@pytest.fixture(params=["multi-threaded", "node"])
+def make_rig(rclpy_context, request):
+    """Rigs spun by a MultiThreadedExecutor, then by the vla_node executable's single-threaded one
+    (where the execute coroutines must not hold the thread)."""
     rigs: list[Rig] = []
 
     def make(start: bool = True, **params) -> tuple[Rig, ActionClient]:
         params.setdefault("feedback_rate_hz", 20.0)
-        rig = Rig(rclpy_context, interface="action", **params)
+        rig = Rig(rclpy_context, interface="action", executor=request.param, **params)
         rigs.append(rig)
         client = ActionClient(rig.robot, ACTION, "/rig_vla/execute_instruction")
         assert client.wait_for_server(timeout_sec=10.0)
