@@ -26,7 +26,7 @@ The last line printed is one JSON object with all figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import collections
 import json
 import os
 import subprocess
@@ -109,6 +109,7 @@ def camera_main(argv: list[str]) -> None:
     import signal
 
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray
@@ -116,7 +117,8 @@ def camera_main(argv: list[str]) -> None:
     height, width, rate, names = int(argv[0]), int(argv[1]), float(argv[2]), argv[3].split(",")
     received: list[float] = []
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.shutdown())
+    stop = threading.Event()  # SIGTERM ends the spin; rclpy is shut down outside the handler
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     node = rclpy.create_node("bench_cameras")
     ramp = np.tile(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None], (height, 1, 3))
     frames = [np.roll(ramp, 16 * k, axis=1).tobytes() for k in range(8)]  # a moving scene
@@ -143,9 +145,14 @@ def camera_main(argv: list[str]) -> None:
         count[0] += 1
 
     node.create_timer(1.0 / rate, publish)
-    with contextlib.suppress(Exception):  # SIGTERM shut the context down
-        rclpy.spin(node)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    while not stop.is_set():
+        executor.spin_once(timeout_sec=0.1)
     Path(argv[4]).write_text("".join(f"{t!r}\n" for t in received))
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown()
 
 
 def _p(values, q: float) -> float:
@@ -253,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not node.autostart():
             raise SystemExit(f"node did not start: {node.last_error}")
+        # The node keeps its last 1000 sets (33 s at 30 Hz) for diagnostics; a run keeps all of them.
+        node.inputs.timeline = collections.deque(maxlen=None)
+        node.inputs.ingest = collections.deque(maxlen=None)
         deadline = clock() + 30.0
         while clock() < deadline and (node.inputs is None or node.inputs.observations < 3):
             time.sleep(0.05)
