@@ -42,7 +42,7 @@ def test_default_checkpoint_is_found_in_an_installed_share_directory(tmp_path, m
     shipped = default_checkpoint()
     monkeypatch.delenv("VLA_ROS_CHECKPOINT", raising=False)
     monkeypatch.setattr(policy_module, "REPO_ROOT", tmp_path / "site-packages")  # no package.xml there
-    share = tmp_path / "install" / "share" / "vla_ros" / "checkpoints" / "tiny"
+    share = tmp_path / "install" / "share" / "vla_ros" / "checkpoints" / policy_module.DEFAULT_CHECKPOINT_NAME
     shutil.copytree(shipped, share)
     monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path / 'other'}:{tmp_path / 'install'}")
     assert default_checkpoint() == share
@@ -56,5 +56,6 @@ def test_missing_default_checkpoint_says_where_it_looked_and_how_to_get_one(tmp_
     with pytest.raises(FileNotFoundError) as info:
         default_checkpoint()
     message = str(info.value)
-    assert str(tmp_path / "install" / "share" / "vla_ros" / "checkpoints" / "tiny") in message
+    share = tmp_path / "install" / "share" / "vla_ros" / "checkpoints" / policy_module.DEFAULT_CHECKPOINT_NAME
+    assert str(share) in message
     assert "VLA_ROS_CHECKPOINT" in message and "make checkpoint" in message

@@ -67,9 +67,9 @@ PARAMS: tuple[Param, ...] = (
         "checkpoint_dir",
         "",
         "Model checkpoint directory; empty = the default checkpoint ($VLA_ROS_CHECKPOINT, the source "
-        "tree's checkpoints/tiny, or share/vla_ros/checkpoints/tiny of the install). Its files choose "
-        "the backend: one written by `vla_ros export-onnx` (onnx.json) runs on onnxruntime (cpu, float32, "
-        "real_time_chunking off or cheap), otherwise torch",
+        "tree's checkpoints/tiny_flow, or share/vla_ros/checkpoints/tiny_flow of the install). Its "
+        "files choose the backend: one written by `vla_ros export-onnx` (onnx.json) runs on onnxruntime "
+        "(cpu, float32, real_time_chunking off or cheap), otherwise torch",
         "an existing directory or empty",
     ),
     Param(
