@@ -5,9 +5,10 @@
 #   make test         ruff + the whole pytest suite, in the ROS environment of scripts/env.sh
 #   make test-ros     only the tests marked `ros` (rclpy, DDS, launch)
 #   make demo         the closed-loop demo (vla_ros demo)
-#   make checkpoint   train the default model checkpoint (checkpoint-flow: the flow-head one,
-#                     checkpoint-small: the `small` preset, <= 3 h; distill: the default
-#                     distilled from `small` with DAgger labels, and its control run)
+#   make checkpoint   train the default model checkpoint: checkpoint-regression (checkpoints/tiny),
+#                     then checkpoint-flow on its trunk (checkpoints/tiny_flow, the default);
+#                     checkpoint-small: the `small` preset, <= 3 h; distill: the regression
+#                     checkpoint distilled from `small` with DAgger labels, and its control run)
 #   make checkpoint-act  train the LeRobot ACT baseline into out/act (lerobot's trainer, .venv-lerobot)
 # ROS_DISTRO=humble make test   (or make test ROS_DISTRO=humble) uses the Humble runtime of the
 # wheel instead of Jazzy. PYTEST_ARGS="-k name" passes arguments to pytest.
@@ -21,7 +22,8 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STAMPS := .stamps
 
-.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-data checkpoint-flow checkpoint-language \
+.PHONY: help venv interfaces test test-ros lint demo checkpoint checkpoint-regression checkpoint-data checkpoint-flow \
+	checkpoint-language \
 	checkpoint-small distill checkpoint-act clean lerobot-venv
 
 help:
@@ -70,12 +72,14 @@ test-ros: venv interfaces lerobot-venv
 demo: venv interfaces
 	$(ENV) && vla_ros demo $(DEMO_ARGS)
 
-# The default checkpoint (models.policy.default_checkpoint()): 2000 scripted-expert demonstrations
-# plus 2000 with DART noise injection, behaviour cloning of the `tiny` config, 10066 steps of batch
-# 128 on 2 threads (~65 min here; the step count is what `--max-seconds 3900` chose on this machine,
-# fixed so the run reproduces). TRAIN_ARGS="--device cuda" trains on a GPU. The recipe is also
-# recorded in checkpoints/tiny/training.json; `make checkpoint-flow` trains it with the flow-matching
-# head (checkpoints/tiny_flow). `make checkpoint-language` fine-tunes the default for 3000 steps
+# The default checkpoint (models.policy.default_checkpoint(), checkpoints/tiny_flow) is made in two
+# parts: `make checkpoint-regression`, the regression checkpoint (checkpoints/tiny, the default until
+# 2026-12-06): 2000 scripted-expert demonstrations plus 2000 with DART noise injection, behaviour
+# cloning of the `tiny` config, 10066 steps of batch 128 on 2 threads (~65 min here; the step count
+# is what `--max-seconds 3900` chose on this machine, fixed so the run reproduces), recorded in
+# checkpoints/tiny/training.json; then `make checkpoint-flow` (below) on its trunk. `make checkpoint`
+# runs both. TRAIN_ARGS="--device cuda" trains on a GPU. `make checkpoint-language` fine-tunes the
+# regression checkpoint for 3000 steps
 # (--init) with language augmentation (64 generated paraphrases per task, sim/paraphrase.py) and a
 # casefolding byte tokenizer into out/train/tiny_lang (~36 min; not the default: see docs/MODEL.md).
 CHECKPOINT_EPISODES ?= 2000
@@ -98,14 +102,17 @@ out/data/dart/meta.json:
 	$(ENV) && python -m vla_ros.models.demos --episodes $(CHECKPOINT_EPISODES) --noise 0.1 --seed 10000 \
 		--out out/data/dart --overwrite
 
-checkpoint: venv $(CHECKPOINT_DATA)
+checkpoint: checkpoint-regression
+	$(MAKE) checkpoint-flow
+
+checkpoint-regression: venv $(CHECKPOINT_DATA)
 	$(ENV) && vla_ros train $(TRAIN_RECIPE) --out checkpoints/tiny --state-dir out/train/tiny $(TRAIN_ARGS)
 
 checkpoint-language: venv $(CHECKPOINT_DATA)
 	$(ENV) && vla_ros train --init checkpoints/tiny $(LANGUAGE_RECIPE) --out out/train/tiny_lang $(TRAIN_ARGS)
 
 # `make checkpoint-flow` (checkpoints/tiny_flow, docs/MODEL.md "The flow head"): the flow-matching
-# expert on the default's trained trunk (--init checkpoints/tiny --head flow: the expert starts
+# expert on the regression checkpoint's trained trunk (--init checkpoints/tiny --head flow: the expert starts
 # fresh, every other tensor from the regression checkpoint), 4000 steps into out/train/flow_warm;
 # then 2000 steps of train-time real-time chunking (--rtc-train-delay 7: up to 7 leading actions
 # given clean, for real_time_chunking 'prefix'; the setting stays in config.json for what follows);

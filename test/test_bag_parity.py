@@ -65,7 +65,7 @@ def _checkpoint() -> Path:
     for path in checkpoint_search_path("tiny"):
         if (path / "model.safetensors").is_file():
             return path
-    pytest.skip("needs checkpoints/tiny (`make checkpoint`)")
+    pytest.skip("needs checkpoints/tiny (`make checkpoint-regression`)")
 
 
 class RecordingPolicy(Policy):

@@ -4,6 +4,7 @@ which needs the generated interfaces."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -39,12 +40,17 @@ LAUNCHER = (
     "sys.exit(main(sys.argv, policy=ScriptedPolicy()))"
 )
 # The same, with a bug injected outside every input guard: the ~/status timer callback raises, once,
-# while the first goal runs.
+# while the first goal runs. Only on the executor's thread (main()'s): a goal's result also publishes
+# the status, from the runtime's result thread, where a failure is caught and logged instead (seen
+# when two queued instructions arrive together and the second preempts the first).
 FAULTY_LAUNCHER = (
-    "import sys; from vla_ros.core.scripted_policy import ScriptedPolicy; from vla_ros.ros import vla_node\n"
+    "import sys, threading\n"
+    "from vla_ros.core.scripted_policy import ScriptedPolicy; from vla_ros.ros import vla_node\n"
     "original, calls = vla_node.VlaNode.publish_status, []\n"
     "def publish_status(self):\n"
-    "    if not calls and self.runtime is not None and self.runtime.runner.active() is not None:\n"
+    "    on_executor = threading.current_thread() is threading.main_thread()\n"
+    "    running = self.runtime is not None and self.runtime.runner.active() is not None\n"
+    "    if not calls and on_executor and running:\n"
     "        calls.append(1)\n"
     "        raise RuntimeError('injected timer failure')\n"
     "    original(self)\n"
@@ -134,9 +140,13 @@ def test_an_exception_outside_the_input_guards_faults_the_goal_and_the_process_l
         output, _ = process.communicate(timeout=20)
         assert process.returncode == 0, output
         error = "internal error in the executor callback: RuntimeError: injected timer failure"
-        assert "goal 1 ended: fault after" in output and error in output, output
-        later = output[output.index("goal 1 ended: fault"):]
-        assert "goal 2 accepted" in later and "goal 2 ended: shutdown" in later, output
+        # Usually goal 1; goal 2 when two queued instructions arrive together and the second
+        # preempts the first before the status says a goal runs.
+        faulted = re.search(r"goal (\d+) ended: fault after", output)
+        assert faulted and error in output, output
+        later = output[faulted.end():]
+        assert re.search(r"goal \d+ accepted", later), output
+        assert re.search(r"goal \d+ ended: shutdown", later), output
     finally:
         close()
         if process.poll() is None:

@@ -18,7 +18,7 @@ from vla_ros.models.quantize import QUANT_FILE, is_quantized, load_quantized
 from vla_ros.models.tokenizer import batch_encode
 from vla_ros.models.vla import Guide, Prefix, rtc_weights
 
-# The default model: the flow head (checkpoints/tiny_flow, `make checkpoint checkpoint-flow`), picked
+# The default model: the flow head (checkpoints/tiny_flow, `make checkpoint`), picked
 # by closed-loop success over 200 seeds (docs/MODEL.md). checkpoints/tiny (regression) stays an option.
 DEFAULT_CHECKPOINT_NAME = "tiny_flow"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,7 @@ def checkpoint_search_path(name: str = DEFAULT_CHECKPOINT_NAME) -> list[Path]:
 
 
 def default_checkpoint() -> Path:
-    """The trained default checkpoint shipped with the package (rebuilt by ``make checkpoint
-    checkpoint-flow``)."""
+    """The trained default checkpoint shipped with the package (rebuilt by ``make checkpoint``)."""
     places = checkpoint_search_path()
     for path in places:
         if (path / "model.safetensors").is_file():
@@ -55,7 +54,7 @@ def default_checkpoint() -> Path:
         f"default checkpoint {DEFAULT_CHECKPOINT_NAME!r} not found; looked in {looked}. A pip install "
         "carries no checkpoint: pass one (checkpoint_dir / --checkpoint), set VLA_ROS_CHECKPOINT to a "
         "checkout's checkpoints/tiny_flow, install with colcon (share/vla_ros/checkpoints), or train one "
-        "with `make checkpoint checkpoint-flow`")
+        "with `make checkpoint`")
 
 
 class VLAPolicy(Policy):
