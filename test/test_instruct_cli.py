@@ -36,7 +36,15 @@ def test_instruct_prints_feedback_and_the_result_and_exits_by_it(rclpy_context):
         assert '"termination_reason": "timeout"' in lines[-1]
         assert rig.node.last_result is not None and str(rig.node.last_result.reason) == "timeout"
 
-        completer = rig.robot.create_timer(0.1, lambda: rig.robot.success_pub.publish(Bool(data=True)))
+        # Success only once the goal has run a while: over the topic the CLI sees its goal start in
+        # ~/status, and a goal completed within one status period (by a success sent before it
+        # started) would never be seen running (seen on Humble, where the topic is the interface).
+        def complete_when_running():
+            status = rig.node.status()
+            if status["goal_active"] and status["elapsed_s"] > 0.3:  # the goal times out at 1 s
+                rig.robot.success_pub.publish(Bool(data=True))
+
+        completer = rig.robot.create_timer(0.1, complete_when_running)
         run = _instruct("wave again", "--node", f"/{NODE_NAME}")
         rig.robot.destroy_timer(completer)
         assert run.returncode == 0, run.stdout + run.stderr

@@ -245,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         "--episodes", type=int, default=0, help="boundary episodes per cell (default 6; quick 2)"
     )
     parser.add_argument("--max-inflight", type=int, default=32, help="the pipelined worker's bound")
+    parser.add_argument("--rtc-max-guidance", type=float, default=5.0,
+                        help="cap on RTC's guidance weight (vla_node's rtc_max_guidance)")
     parser.add_argument("--plot", type=Path, default=None, help="write the chunk-switch plot here")
     args = parser.parse_args(argv)
+    if not args.rtc_max_guidance > 0:
+        parser.error(f"--rtc-max-guidance {args.rtc_max_guidance}: must be > 0")
     if args.quick:
         fractions, actions, episodes = [0.1, 0.5, 0.7, 0.9], 40, args.episodes or 2
     else:
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from vla_ros.models.policy import load_policy
 
     torch.manual_seed(0)
-    policy = load_policy(args.checkpoint, threads=1)
+    policy = load_policy(args.checkpoint, threads=1, rtc_max_guidance=args.rtc_max_guidance)
     if policy.model.config.head != "flow":
         raise SystemExit(
             f"--checkpoint {args.checkpoint}: real-time chunking needs a flow head, "
@@ -350,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "rtc_added_model_ms_exact": round(timing["model_ms_exact"] - timing["model_ms_plain"], 3),
         "episodes_per_cell": episodes,
         "checkpoint": str(args.checkpoint),
+        "rtc_max_guidance": args.rtc_max_guidance,
         "targets": "pipelined: 0 starved ticks and <= 1.05x ideal up to 90%; RTC jump >= 2x smaller "
         "than crossfade at 50%",
         "wall_s": round(time.monotonic() - t0, 1),
