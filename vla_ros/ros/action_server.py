@@ -36,6 +36,12 @@ def _finite(value: float) -> float:
     return float(value) if math.isfinite(value) else 0.0
 
 
+def _wake(futures: list[Future]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
 class ExecuteInstructionServer:
     def __init__(self, node, action_type, callback_group) -> None:
         self._node = node
@@ -58,17 +64,14 @@ class ExecuteInstructionServer:
 
     def _accept_cancel(self, _handle) -> CancelResponse:
         with self._lock:  # the goals' coroutines act on it now, not at their next poll
-            waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            if not future.done():
-                future.set_result(None)
+            waiting, self._waiting = list(self._waiting.values()), {}
+        _wake(waiting)
         return CancelResponse.ACCEPT
 
     def _wake_one(self, goal_id: int) -> None:
         with self._lock:
             future = self._waiting.pop(goal_id, None)
-        if future is not None and not future.done():
-            future.set_result(None)
+        _wake([future] if future is not None else [])
 
     async def _next_wake(self, goal_id: int) -> GoalResult | None:
         """The goal's result after waiting until its timer fires or a cancel request comes; None if
