@@ -6,9 +6,9 @@ with a few short callbacks per observation, that was most of what the transport 
 with SingleThreadedExecutor and 1.4 / 1.8 ms with rclpy's EventsExecutor, which dispatches
 from C++ (rclpy.experimental; Jazzy and later). Where rclpy lacks it (Humble) the
 SingleThreadedExecutor is used. Both run one callback at a time, so the callbacks must stay short.
-In the vla_node the same executor halved the control thread's tick -> publish p99 (1.4-1.8 ms
-against 3.0-3.3 ms with a MultiThreadedExecutor, `python -m vla_ros.bench node`): the Python
-executors' bookkeeping holds the GIL that thread waits for.
+In the vla_node the same executor about halved the control thread's tick -> publish p99 (1.7-2.3 ms
+against 2.6-4.6 ms with a 4-thread MultiThreadedExecutor, `python -m vla_ros.bench node --executor
+node|multi-threaded`, README): the Python executors' bookkeeping holds the GIL that thread waits for.
 """
 
 from __future__ import annotations
