@@ -53,8 +53,8 @@ def default_checkpoint() -> Path:
     raise FileNotFoundError(
         f"default checkpoint {DEFAULT_CHECKPOINT_NAME!r} not found; looked in {looked}. A pip install "
         "carries no checkpoint: pass one (checkpoint_dir / --checkpoint), set VLA_ROS_CHECKPOINT to a "
-        "checkout's checkpoints/tiny_flow, install with colcon (share/vla_ros/checkpoints), or train one "
-        "with `make checkpoint`")
+        f"checkout's checkpoints/{DEFAULT_CHECKPOINT_NAME}, install with colcon (share/vla_ros/checkpoints), "
+        "or train one with `make checkpoint`")
 
 
 class VLAPolicy(Policy):
