@@ -224,6 +224,30 @@ def test_lifecycle_transitions(rclpy_context):
         rig.close()
 
 
+@pytest.mark.ros
+@pytest.mark.parametrize("level", [50, 0])
+def test_the_control_threads_scheduling_is_tried_and_reported(rclpy_context, level):
+    """realtime_priority (default 50, as ros2_control_node's) is tried at activation; whether the
+    process may have SCHED_FIFO or not, diagnostics say what the control thread got."""
+    import os
+
+    rig = Rig(rclpy_context, realtime_priority=level)
+    try:
+        rig.start()
+        got = rig.node.runtime.loop.priority_status
+        reported = {kv.key: kv.value for kv in rig.node._diagnostic_statuses()[1].values}["control thread"]
+        assert reported == got
+        if level == 0:
+            assert got == "normal priority"
+        elif got == "SCHED_FIFO priority 50":  # permitted here: the loop's thread really has it
+            loop_thread = rig.node.runtime.loop._thread
+            assert os.sched_getscheduler(loop_thread.native_id) == os.SCHED_FIFO
+        else:
+            assert got.startswith("could not set SCHED_FIFO priority 50"), got
+    finally:
+        rig.close()
+
+
 # ------------------------------------------------------------------------ shipped configs
 def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}

@@ -171,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=["node", "multi-threaded"], default="node",
                         help="the vla_node executable's executor (EventsExecutor where rclpy has it), or "
                              "a 4-thread MultiThreadedExecutor (what it ran before)")
-    parser.add_argument("--realtime-priority", type=int, default=0,
-                        help="the node's realtime_priority: its control thread's SCHED_FIFO level (0 = none)")
+    parser.add_argument("--realtime-priority", type=int, default=50,
+                        help="the node's realtime_priority: its control thread's SCHED_FIFO level (the "
+                             "node's default, 50; 0 = normal scheduling)")
     parser.add_argument(
         "--switch-interval-ms",
         type=float,
@@ -318,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model_name,
         "policy_process": args.policy_process,
         "executor": executor_name,
+        "control_priority": stats.get("priority"),
         "camera": f"{width}x{height} rgb8 x2 @ {args.camera_rate:g} Hz",
         "control_rate_hz": args.control_rate,
         "seconds": round(t1 - t0, 2),

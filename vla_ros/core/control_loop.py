@@ -63,13 +63,17 @@ class ControlLoop:
         self.step_errors = 0
         self.last_error = ""
         self.priority_status = "normal priority"
+        self._scheduled = threading.Event()  # set once the thread has tried its priority
 
     def start(self) -> None:
+        """Start the loop's thread; returns once the thread has set its scheduling
+        (``priority_status`` then says what it got)."""
         if self._thread is not None:
             raise RuntimeError("control loop already started")
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
+        self._scheduled.wait(1.0)
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Ask the loop to stop and wait up to ``timeout``; True if the thread ended."""
@@ -87,6 +91,7 @@ class ControlLoop:
     def _run(self) -> None:
         if self.realtime_priority:
             _, self.priority_status = try_realtime_priority(self.realtime_priority_level)
+        self._scheduled.set()
         period = self.period
         deadline = time.monotonic() + period
         while not self._stop.is_set():

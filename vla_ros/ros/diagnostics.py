@@ -124,8 +124,10 @@ def build_statuses(
     recent_problems: list[str],
     control_rate_hz: float,
     policy_info: dict[str, Any] | None = None,
+    control_priority: str = "",
 ) -> list[DiagnosticStatus]:
-    """One DiagnosticStatus each for the inputs, the runtime and the policy (its process)."""
+    """One DiagnosticStatus each for the inputs, the runtime and the policy (its process);
+    ``control_priority``: how the control thread is scheduled (ControlLoop.priority_status)."""
     inputs = DiagnosticStatus(name=f"{node_name}: inputs", hardware_id=node_name)
     inputs.values = _kv(
         {f"{name} rate (Hz)": rate for name, rate in rates.items()}
@@ -146,6 +148,7 @@ def build_statuses(
             "inference latency p95 (s)": fields["inference_latency_p95_s"],
             "control period p99 (s)": fields["control_period_p99_s"],
             "control period max (s)": fields["control_period_max_s"],
+            "control thread": control_priority or "not running",
             "buffer depth": fields["actions_buffered"],
             "starved ticks": fields["starved_ticks"],
             "missed ticks": fields["missed_ticks"],

@@ -472,8 +472,9 @@ PARAMS: tuple[Param, ...] = (
     Param("dry_run", False, "Compute commands but publish them only on ~/dry_run/commands", "true or false"),
     Param(
         "realtime_priority",
-        0,
-        "SCHED_FIFO priority of the control-loop thread (0 = normal scheduling)",
+        50,
+        "SCHED_FIFO priority of the control-loop thread, tried at activation; where the process may "
+        "not (no CAP_SYS_NICE or rtprio limit) it warns and runs at normal priority (0 = do not try)",
         "0..99",
         _between(0, 99),
     ),

@@ -243,7 +243,12 @@ class VlaNode(LifecycleNode):
         except Exception as exc:  # e.g. an invalid topic name
             self._stop_runtime()
             return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
-        self.get_logger().info("active: inputs subscribed, runtime running")
+        priority = self.runtime.loop.priority_status if self.runtime.loop is not None else ""
+        line = f"active: inputs subscribed, runtime running, control thread: {priority}"
+        if config.realtime_priority > 0 and not priority.startswith("SCHED_FIFO"):
+            self.get_logger().warning(line)  # priority_status says why
+        else:
+            self.get_logger().info(line)
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -520,6 +525,7 @@ class VlaNode(LifecycleNode):
             list(self._problems),
             config.control_rate_hz,
             self._policy_info(),
+            self.runtime.stats().get("priority", "") if self.runtime is not None else "",
         )
 
     def _policy_info(self) -> dict | None:
