@@ -82,6 +82,53 @@ def test_cached_step_equals_full_forward(head, seed):
         assert torch.equal(layer.keys, old)
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_native_gqa_attention_equals_transformers_sdpa(head):
+    """sdpa_gqa (the default) hands grouped key/value heads to torch as they are; transformers'
+    "sdpa" repeats them under a mask. Same weights, same inputs: the same loss, gradients, prefix
+    cache and cached chunks, and the cached step really runs with a mask over 2 key/value heads."""
+    torch.manual_seed(0)
+    cfg = small_config(head)
+    assert cfg.attention == "sdpa_gqa" and cfg.lm_heads // cfg.lm_kv_heads == 2
+    native = VLAModel(cfg)
+    repeated = VLAModel(small_config(head, attention="sdpa"))
+    repeated.load_state_dict(native.state_dict())
+    ids, mask, images, state, noise = random_inputs(cfg, ["pick the red cube", "place it"])
+    actions = torch.randn(2, cfg.chunk_size, cfg.action_dim, generator=torch.Generator().manual_seed(1))
+    losses = []
+    for model in (native, repeated):
+        torch.manual_seed(2)  # the flow head draws its noise and times
+        loss = model(ids, mask, images, state, actions)["loss"]
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+    grads = dict(repeated.named_parameters())
+    for name, param in native.named_parameters():
+        if param.grad is not None:
+            assert torch.allclose(param.grad, grads[name].grad, rtol=1e-4, atol=1e-6), name
+    calls = []
+    from vla_ros.models import vla
+
+    real = vla.F.scaled_dot_product_attention  # (torch's own function: transformers' calls pass here too)
+
+    def spy(q, k, v, **kwargs):
+        calls.append((q.shape[1], k.shape[1], kwargs.get("attn_mask") is not None, kwargs.get("enable_gqa")))
+        return real(q, k, v, **kwargs)
+
+    with torch.no_grad():
+        prefixes = [m.eval().encode_instruction(ids, mask) for m in (native, repeated)]
+        for a, b in zip(prefixes[0].cache.layers, prefixes[1].cache.layers, strict=True):
+            assert torch.allclose(a.keys, b.keys, atol=1e-6) and torch.allclose(a.values, b.values, atol=1e-6)
+        vla.F.scaled_dot_product_attention = spy
+        try:
+            chunk = native.predict(prefixes[0], images, state, noise)
+        finally:
+            vla.F.scaled_dot_product_attention = real
+        assert (chunk - repeated.predict(prefixes[1], images, state, noise)).abs().max().item() <= 1e-5
+    grouped = [c for c in calls if c[1] == cfg.lm_kv_heads]  # (the vision tower's calls are not grouped)
+    assert grouped and all(c == (cfg.lm_heads, cfg.lm_kv_heads, True, True) for c in grouped), calls
+
+
 def test_instruction_changes_the_prediction():
     torch.manual_seed(0)
     cfg = small_config("regression")

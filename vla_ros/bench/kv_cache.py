@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--head", default=None, choices=["regression", "flow"])
+    p.add_argument("--attention", default=None, choices=["sdpa_gqa", "sdpa", "eager"],
+                   help="attention implementation (default: the config's, sdpa_gqa; sdpa = transformers', "
+                        "which repeats grouped key/value heads under a mask)")
     p.add_argument("--rounds", type=int, default=0, help="rounds of every length x mode (40; quick 8)")
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="stop starting rounds after this long (default 900; quick 120); at least 2 run")
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     overrides = {"head": args.head} if args.head else {}
+    if args.attention:
+        overrides["attention"] = args.attention
     cfg = make_config(args.config, **overrides)
     cfg.max_instruction_tokens = max(cfg.max_instruction_tokens, max(LENGTHS))
     model = VLAModel(cfg).eval()
@@ -175,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"restore after a step at 128 tokens (whole step, median): crop {restore_ms['crop']:.2f} ms, "
           f"deep copy {restore_ms['copy']:.2f} ms")
     result = {
-        "benchmark": "kv-cache", "config": args.config, "head": cfg.head, "threads": args.threads,
+        "benchmark": "kv-cache", "config": args.config, "head": cfg.head, "attention": cfg.attention,
+        "threads": args.threads,
         "parameters": count_parameters(cfg), "rounds": done, "lengths": list(LENGTHS),
         "cached_ms": cached_ms, "uncached_ms": uncached_ms,
         "cached_growth_8_to_256": round(cached_ms[256] / cached_ms[8] - 1, 4),

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
+    AttentionInterface,
     DynamicCache,
     LlamaConfig,
     LlamaModel,
@@ -50,10 +51,40 @@ from transformers import (
     SiglipVisionConfig,
     SiglipVisionModel,
 )
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from vla_ros.models.tokenizer import embedding_table
 
 DEFAULT_CAMERAS = ["scene", "wrist"]
+
+
+def sdpa_native_gqa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                    is_causal: bool | None = None, **kwargs):
+    """transformers' "sdpa" attention, except that on the CPU grouped key/value heads reach torch's
+    kernel as they are (``enable_gqa``) also under a mask.
+
+    transformers repeats the key/value heads to every query head whenever a mask is given (its
+    CUDA kernels would otherwise fall back to the math one), and a cached step always has one (the
+    instruction's padding), so on the CPU every cached key and value was copied per layer and step:
+    half of a cached step's growth with the instruction's length (docs/DEPLOY.md). Same outputs
+    (allclose; test_model_attention). query [B, H, Lq, D], key/value [B, H_kv, Lk, D] ->
+    ([B, Lq, H, D], None). Elsewhere (CUDA, no mask, no grouping, position biases) transformers'
+    own function runs."""
+    if (query.device.type != "cpu" or attention_mask is None or kwargs.get("position_bias") is not None
+            or getattr(module, "num_key_value_groups", 1) == 1):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    # with a mask transformers passes is_causal=False too: the mask carries the causal pattern
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                         scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("sdpa_gqa", sdpa_native_gqa)
+# the masks "sdpa" gets (without a mask function registered, transformers would pass none at all)
+AttentionMaskInterface.register("sdpa_gqa", sdpa_mask)
 
 
 class VLAConfig(PreTrainedConfig):
@@ -101,7 +132,9 @@ class VLAConfig(PreTrainedConfig):
     # full backbone configs (set when built from pretrained backbones; override the sizes above)
     vision_backbone: dict | None = None
     language_backbone: dict | None = None
-    attention: str = "sdpa"  # attention implementation for every transformers block
+    # attention implementation for every transformers block: "sdpa_gqa" (sdpa_native_gqa, above) or
+    # any of transformers' ("sdpa", "eager"); checkpoints saved before it existed say "sdpa"
+    attention: str = "sdpa_gqa"
 
     def __post_init__(self, **kwargs):
         if self.cameras is None:
