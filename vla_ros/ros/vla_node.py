@@ -243,7 +243,7 @@ class VlaNode(LifecycleNode):
         except Exception as exc:  # e.g. an invalid topic name
             self._stop_runtime()
             return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
-        priority = self.runtime.loop.priority_status if self.runtime.loop is not None else ""
+        priority = self._control_priority()
         line = f"active: inputs subscribed, runtime running, control thread: {priority}"
         if config.realtime_priority > 0 and not priority.startswith("SCHED_FIFO"):
             self.get_logger().warning(line)  # priority_status says why
@@ -525,8 +525,13 @@ class VlaNode(LifecycleNode):
             list(self._problems),
             config.control_rate_hz,
             self._policy_info(),
-            self.runtime.stats().get("priority", "") if self.runtime is not None else "",
+            self._control_priority(),
         )
+
+    def _control_priority(self) -> str:
+        """How the control thread is scheduled (ControlLoop.priority_status); "" when none runs."""
+        loop = self.runtime.loop if self.runtime is not None else None
+        return loop.priority_status if loop is not None else ""
 
     def _policy_info(self) -> dict | None:
         policy = self.policy
