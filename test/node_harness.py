@@ -9,6 +9,7 @@ type the node publishes (VlaStatus, or its JSON fallback).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,11 @@ from vla_ros.tools.goal_client import GoalOutcome, InstructionClient
 
 CAMERAS = ("scene", "wrist")
 # Not "vla_node": the launch tests look that name up in the same DDS domain, and a node destroyed in
-# this process can linger in discovery for a while.
+# this process can linger in discovery for a while. For the same reason each Rig numbers its node
+# (rig_vla_0, rig_vla_1, ...): an action client once found its server "not available" for 10 s
+# beside the lingering action endpoints of earlier Rigs of the same name.
 NODE_NAME = "rig_vla"
+_RIG_NUMBERS = itertools.count()
 
 
 def node_parameters(**overrides) -> list[Parameter]:
@@ -202,11 +206,12 @@ class Rig:
     def __init__(self, context, policy=None, robot_kwargs=None, interface: str = "auto",
                  executor: str = "multi-threaded", **params) -> None:
         self.policy = policy or ScriptedPolicy()
+        self.name = f"{NODE_NAME}_{next(_RIG_NUMBERS)}"
         self.node = VlaNode(
-            NODE_NAME, policy=self.policy, context=context, parameter_overrides=node_parameters(**params)
+            self.name, policy=self.policy, context=context, parameter_overrides=node_parameters(**params)
         )
-        self.robot = FakeRobot(context, **(robot_kwargs or {}))
-        self.client = InstructionClient(self.robot, f"/{NODE_NAME}", interface)
+        self.robot = FakeRobot(context, node_name=self.name, **(robot_kwargs or {}))
+        self.client = InstructionClient(self.robot, f"/{self.name}", interface)
         if executor == "node":
             self.executor, _ = low_latency_executor(context)
         else:

@@ -96,7 +96,7 @@ def make_rig(rclpy_context, request):
         params.setdefault("feedback_rate_hz", 20.0)
         rig = Rig(rclpy_context, interface="action", executor=request.param, **params)
         rigs.append(rig)
-        client = ActionClient(rig.robot, ACTION, "/rig_vla/execute_instruction")
+        client = ActionClient(rig.robot, ACTION, f"/{rig.name}/execute_instruction")
         assert client.wait_for_server(timeout_sec=10.0)
         if start:
             rig.start()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 pytest.importorskip("rclpy", reason="needs the ROS 2 runtime on PYTHONPATH (see README)")
-from node_harness import NODE_NAME, Rig, wait_ready  # noqa: E402
+from node_harness import Rig, wait_ready  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -27,10 +27,10 @@ def test_instruct_prints_feedback_and_the_result_and_exits_by_it(rclpy_context):
     try:
         rig.start()
         wait_ready(rig)
-        run = _instruct("wave the arm", "--node", f"/{NODE_NAME}", "--json")
+        run = _instruct("wave the arm", "--node", f"/{rig.name}", "--json")
         assert run.returncode == 1, run.stdout + run.stderr  # ended "timeout": not completed
         lines = run.stdout.splitlines()
-        assert f"sending 'wave the arm' to /{NODE_NAME} over the {rig.client.interface}" in lines[0]
+        assert f"sending 'wave the arm' to /{rig.name} over the {rig.client.interface}" in lines[0]
         assert sum(line.strip().startswith("step") for line in lines) >= 3, run.stdout
         assert any(line.startswith("result: timeout after") for line in lines), run.stdout
         assert '"termination_reason": "timeout"' in lines[-1]
@@ -45,7 +45,7 @@ def test_instruct_prints_feedback_and_the_result_and_exits_by_it(rclpy_context):
                 rig.robot.success_pub.publish(Bool(data=True))
 
         completer = rig.robot.create_timer(0.1, complete_when_running)
-        run = _instruct("wave again", "--node", f"/{NODE_NAME}")
+        run = _instruct("wave again", "--node", f"/{rig.name}")
         rig.robot.destroy_timer(completer)
         assert run.returncode == 0, run.stdout + run.stderr
         assert "result: completed" in run.stdout

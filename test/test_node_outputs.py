@@ -147,7 +147,7 @@ def test_dry_run_publishes_nothing_to_the_robot(rclpy_context):
     rig = Rig(rclpy_context, dry_run=True, **LIMIT_PARAMS)
     proposed = []
     rig.robot.create_subscription(
-        Float64MultiArray, "/rig_vla/dry_run/commands", lambda m: proposed.append(list(m.data)), 100
+        Float64MultiArray, f"/{rig.name}/dry_run/commands", lambda m: proposed.append(list(m.data)), 100
     )
     try:
         rig.start()
