@@ -63,6 +63,7 @@ class ControlLoop:
         self.step_errors = 0
         self.last_error = ""
         self.priority_status = "normal priority"
+        self.realtime_granted = False  # the thread got the SCHED_FIFO it asked for
         self._scheduled = threading.Event()  # set once the thread has tried its priority
 
     def start(self) -> None:
@@ -90,7 +91,7 @@ class ControlLoop:
 
     def _run(self) -> None:
         if self.realtime_priority:
-            _, self.priority_status = try_realtime_priority(self.realtime_priority_level)
+            self.realtime_granted, self.priority_status = try_realtime_priority(self.realtime_priority_level)
         self._scheduled.set()
         period = self.period
         deadline = time.monotonic() + period

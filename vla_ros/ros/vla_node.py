@@ -245,7 +245,8 @@ class VlaNode(LifecycleNode):
             return self._fail(f"activate failed: {type(exc).__name__}: {exc}")
         priority = self._control_priority()
         line = f"active: inputs subscribed, runtime running, control thread: {priority}"
-        if config.realtime_priority > 0 and not priority.startswith("SCHED_FIFO"):
+        loop = self.runtime.loop
+        if config.realtime_priority > 0 and not (loop is not None and loop.realtime_granted):
             self.get_logger().warning(line)  # priority_status says why
         else:
             self.get_logger().info(line)
