@@ -179,6 +179,9 @@ def closed_loop_runtime(policy: Policy, env, seeds: list[int], extra_latency_s: 
         "episodes": len(outcomes),
         "mean_steps": float(np.mean([o.steps for o in outcomes])),
         "mean_success_s": float(np.mean([o.sim_s for o in solved])) if solved else float("nan"),
+        # of which the wait for the first chunk (the first inference's latency, extra latency included)
+        "mean_first_action_s": float(np.mean([o.first_action_s for o in solved
+                                              if o.first_action_s is not None])) if solved else float("nan"),
         "reasons": dict(sorted(Counter(str(o.result.reason) for o in outcomes).items())),
         "starved_ticks": int(sum(o.starved_ticks for o in outcomes)),
         "latency_p50_s": float(np.median([o.latency_p50_s for o in outcomes])),
