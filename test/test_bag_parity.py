@@ -285,16 +285,17 @@ def _level(level) -> int:
     return int.from_bytes(level, "little") if isinstance(level, bytes) else int(level)
 
 
-def _interp(chunk: ActionChunk, t: float) -> np.ndarray:
-    times = chunk.due_times()
+def _interp(chunk: ActionChunk, t: float, offset: int) -> np.ndarray:
+    times = chunk.due_times(offset)
     return np.array([np.interp(t, times, chunk.actions[:, j]) for j in range(chunk.actions.shape[1])])
 
 
-def _distance_to_path(c: np.ndarray, chunk: ActionChunk, t0: float, t1: float) -> float:
-    """Max-abs residual of c to the chunk's piecewise-linear path over [t0, t1] (exact projection)."""
-    times = chunk.due_times()
+def _distance_to_path(c: np.ndarray, chunk: ActionChunk, t0: float, t1: float, offset: int) -> float:
+    """Max-abs residual of c to the chunk's piecewise-linear path over [t0, t1] (exact projection);
+    ``offset``: the policy's action_offset_steps (action k due at t_obs + (k + offset) * dt)."""
+    times = chunk.due_times(offset)
     knots = [t0, *[t for t in times if t0 < t < t1], t1]
-    points = [_interp(chunk, t) for t in knots]
+    points = [_interp(chunk, t, offset) for t in knots]
     best = np.inf
     for a, b in zip(points[:-1], points[1:], strict=True):
         d = b - a
@@ -330,6 +331,7 @@ def test_replayed_bag_gives_the_offline_models_chunks_and_commands(episode_bag):
               for cam, topic in CAMERA_TOPICS.items()}
     states = [np.asarray(m.position, dtype=np.float64) for _, m in bag["/joint_states"]]
     offline = load_policy(_checkpoint(), threads=1)
+    offset = offline.spec.action_offset_steps
     context = offline.encode_instruction(INSTRUCTION)
     for k, (_, obs, chunk) in enumerate(calls):
         images = {}
@@ -360,13 +362,13 @@ def test_replayed_bag_gives_the_offline_models_chunks_and_commands(episode_bag):
         # runtime inserts the chunk a moment later, so a tick in between still bridges from the
         # chunk before (seen once in CI on Humble: one command 2.5 s in, on the older pair's band).
         recent = [chunk for t_ret, _, chunk in calls if t_ret <= r][-3:]
-        if any(_distance_to_path(c, ch, ch.t_obs, r) < TOLERANCE_RAD for ch in recent):
+        if any(_distance_to_path(c, ch, ch.t_obs, r, offset) < TOLERANCE_RAD for ch in recent):
             exact += 1
             continue
         taus = np.linspace(recent[-1].t_obs, r + recent[-1].dt, 200)  # up to the next due action
         arrival = [t_ret for t_ret, _, _ in calls if t_ret <= r][-1]
         bridge_from = [cmd for t, cmd in commands if t <= arrival][-1:]  # the command it bridges from
-        band = np.array([_interp(ch, t) for ch in recent for t in taus] + bridge_from)
+        band = np.array([_interp(ch, t, offset) for ch in recent for t in taus] + bridge_from)
         clipped = np.abs(np.abs(c - commands[i - 1][1]) - max_step) < TOLERANCE_RAD
         inside = (c >= band.min(0) - TOLERANCE_RAD) & (c <= band.max(0) + TOLERANCE_RAD)
         if not np.all(inside | clipped):

@@ -324,3 +324,37 @@ def test_future_actions_are_relative_to_now_even_after_a_hold():
     assert positions.shape == (ahead.size, 6)
     h.rt.cancel_goal()
     assert h.rt.future_actions()[0].size == 0
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_actions_run_when_their_data_timed_them_and_the_first_chunk_ramps_from_the_hold(offset):
+    """PolicySpec.action_offset_steps o: action k of a chunk is due at t_obs + (k + o) * dt. The
+    ScriptedPolicy's action k is its trajectory at that time, so through the first chunk, after its
+    first period, every command is the trajectory at the command's own time (placing the chunk o
+    periods early would be off by up to 0.06 rad here). The first chunk starts from the held
+    position: with o = 1 the commands ramp to its first action over one period, as the data's
+    frames did; with o = 0 its first action is due at once."""
+    from dataclasses import replace
+
+    h = Harness(policy=None, no_policy=True)
+    h.policy = ScriptedPolicy(spec=replace(default_spec(), action_offset_steps=offset))
+    h.spec, fn, dt = h.policy.spec, h.policy.fn, h.policy.spec.action_period
+    h.rt.set_policy(h.policy)
+    t_goal = h.clock() + 0.2
+    held = fn(t_goal) + 0.02  # the robot holds near the trajectory's start
+    h.state = held.astype(np.float32)
+    h.run(0.2, infer=False)
+    assert h.start().accepted and h.clock() == pytest.approx(t_goal)
+    h.run(3.0)
+    moving = [c for c in h.commands if c.reason == "action"]
+    assert moving[0].stamp == pytest.approx(t_goal) and h.rt.stats()["starved_ticks"] == 0
+    first_chunk = [c for c in moving if t_goal + dt - 1e-9 <= c.stamp <= t_goal + 0.8]
+    errors = [np.abs(c.positions - fn(c.stamp)).max() for c in first_chunk]
+    assert len(errors) == 36 and max(errors) < 2e-3, max(errors)
+    ramp = np.array([c.positions for c in moving[:6]])
+    held = h.state.astype(np.float64)
+    if offset:
+        a0 = fn(t_goal + dt)
+        np.testing.assert_allclose(ramp, held + np.arange(6)[:, None] / 5 * (a0 - held), atol=1e-6)
+    else:
+        np.testing.assert_allclose(ramp[0], fn(t_goal), atol=1e-6)

@@ -233,15 +233,17 @@ def test_ring_buffer_keeps_the_last_samples_oldest_first():
     assert snapshot.tolist() == [3.0, 4.0, 5.0, 6.0]  # a copy, not a view
 
 
-def test_rtc_hands_the_policy_the_buffered_actions_due_at_the_new_chunks_times():
-    """committed_actions: the buffer's actions at obs.stamp + k * dt, and as delay the actions due
-    before now + the p95 of the recent latencies."""
+@pytest.mark.parametrize("offset", [0, 1])
+def test_rtc_hands_the_policy_the_buffered_actions_due_at_the_new_chunks_times(offset):
+    """committed_actions: the buffer's actions at obs.stamp + (k + action_offset_steps) * dt, and as
+    delay the actions due before now + the p95 of the recent latencies."""
     import math
+    from dataclasses import replace
 
     from vla_ros.core.policy import ActionChunk
-    from vla_ros.core.scripted_policy import make_observation
+    from vla_ros.core.scripted_policy import default_spec, make_observation
 
-    policy = ScriptedPolicy()
+    policy = ScriptedPolicy(spec=replace(default_spec(), action_offset_steps=offset))
     spec = policy.spec
     rt = Runtime(policy, RuntimeConfig(real_time_chunking=True), lambda _cmd: None)
     worker, dt, H = rt.worker, spec.action_period, spec.chunk_size
@@ -252,8 +254,8 @@ def test_rtc_hands_the_policy_the_buffered_actions_due_at_the_new_chunks_times()
     obs = make_observation(spec, 10.0 + 3 * dt)
     now = obs.stamp + 0.01
     committed = worker.committed_actions(obs, now, spec)
-    np.testing.assert_allclose(committed.actions, actions[3:])
-    expected = math.ceil((0.01 + worker.latencies.percentile(95)) / dt)
+    np.testing.assert_allclose(committed.actions, actions[3 + offset:])
+    expected = math.ceil((0.01 + worker.latencies.percentile(95) - offset * dt) / dt)
     assert committed.delay_steps == expected and 0 < expected < H - 3
     # nothing buffered at the new chunk's times: nothing committed
     assert worker.committed_actions(make_observation(spec, 10.0 + H * dt + 1.0), now, spec) is None

@@ -171,3 +171,27 @@ def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path
     with pytest.raises(SystemExit, match="only the flow head"):
         main([*common, "--out", str(tmp_path / "y"), "--steps", "1", "--init", str(base),
               "--rtc-train-delay", "2"])
+
+
+def test_the_datasets_action_timing_reaches_the_checkpoint_and_the_policy(tmp_path):
+    """meta.json's action_offset_steps (the simulated expert's datasets record 1) is kept by training in
+    the checkpoint and becomes the policy's PolicySpec.action_offset_steps; datasets that time their
+    actions differently are refused together, by name."""
+    import pytest
+
+    from vla_ros.models.policy import VLAPolicy
+
+    data = write_synthetic_dataset(tmp_path / "data", n=8)
+    meta = json.loads((data / "meta.json").read_text())
+    assert meta["action_offset_steps"] == 0
+    late = write_synthetic_dataset(tmp_path / "late", n=8)
+    (late / "meta.json").write_text(json.dumps({**meta, "action_offset_steps": 1}))
+    common = ["--batch-size", "4", "--val-every", "2", "--warmup", "1", "--threads", "1", "--quiet",
+              "--steps", "1", *SMALL]
+    out = tmp_path / "ckpt"
+    assert main(["--data", str(late), "--out", str(out), *common]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.robot.action_offset_steps == 1
+    assert VLAPolicy(ckpt).spec.action_offset_steps == 1
+    with pytest.raises(SystemExit, match="action_offset_steps 0 differs"):
+        main(["--data", str(late), str(data), "--out", str(tmp_path / "x"), *common])

@@ -64,7 +64,7 @@ def test_remote_chunks_equal_local_ones_and_carry_the_servers_timings(rclpy_cont
 
     from vla_ros.core.scripted_policy import default_spec
 
-    spec = replace(default_spec(), lexicon=LEXICON)
+    spec = replace(default_spec(), lexicon=LEXICON, action_offset_steps=1)  # every field crosses
     server = Server(rclpy_context, ImageProbePolicy(spec=spec))
     client = RemotePolicy(rclpy_context, "/test_policy_server", call_timeout_s=5.0, start_timeout_s=20.0)
     try:

@@ -2,7 +2,10 @@
 
 Time: every stamp here is in seconds on the runtime's clock (the clock the control loop
 reads; the ROS shell converts header stamps onto it). Action ``k`` of a chunk computed from
-an observation stamped ``t_obs`` is due at ``t_obs + k * dt``.
+an observation stamped ``t_obs`` is due at ``t_obs + (k + o) * dt``, where o is the policy's
+``PolicySpec.action_offset_steps``: how its training data timed an action against the frame it
+was recorded with (0 for LeRobot's convention, the command sent at that frame; 1 for this
+package's simulated expert, whose action at a frame is its target for the end of that period).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ class PolicySpec:
     # The words the policy grounds instructions in (core/grounding.py's Lexicon, JSON form); None
     # when it has none, and then goals' instructions go unchecked.
     lexicon: dict | None = field(default=None, compare=False, repr=False)
+    # Action k of a chunk is due at t_obs + (k + action_offset_steps) * dt: the data's timing of an
+    # action against its frame (module docstring). Executing a chunk earlier than its data did
+    # makes every chunk switch skip ahead (docs/MODEL.md, "The time axis").
+    action_offset_steps: int = 0
 
     @property
     def action_dim(self) -> int:
@@ -43,6 +50,11 @@ class PolicySpec:
     @property
     def chunk_duration(self) -> float:
         return self.chunk_size * self.action_period
+
+    @property
+    def action_offset_s(self) -> float:
+        """Seconds from an observation's stamp to its chunk's first action."""
+        return self.action_offset_steps * self.action_period
 
 
 @dataclass(frozen=True)
@@ -85,13 +97,14 @@ class ActionChunk:
     """A chunk of future actions predicted from the observation stamped ``t_obs``."""
 
     t_obs: float  # stamp of the observation it was computed from (runtime clock)
-    actions: np.ndarray  # float64 [H, action_dim]; action k is due at t_obs + k * dt
+    actions: np.ndarray  # float64 [H, action_dim]; action k is due at t_obs + (k + offset) * dt
     dt: float  # seconds between actions
     latency: float = 0.0  # seconds the inference took (filled in by the worker)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def due_times(self) -> np.ndarray:
-        return self.t_obs + self.dt * np.arange(len(self.actions))
+    def due_times(self, offset_steps: int = 0) -> np.ndarray:
+        """When each action is due, for a policy whose PolicySpec.action_offset_steps is ``offset_steps``."""
+        return self.t_obs + self.dt * (np.arange(len(self.actions)) + offset_steps)
 
 
 class Policy(abc.ABC):

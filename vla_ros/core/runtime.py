@@ -180,6 +180,7 @@ class Runtime:
         worker = self._ensure_worker()
         worker.buffer = buffer
         worker.action_mode = cfg.action_mode or spec.action_mode
+        worker.action_offset_steps = spec.action_offset_steps
 
     def _ensure_worker(self) -> InferenceWorker:
         if self.worker is None:
@@ -192,9 +193,11 @@ class Runtime:
                 action_mode=self.config.action_mode or "absolute",
                 reference_state=self._reference_state,
                 execution_time=self.execution_clock.at,
+                held_position=self._held_position,
             )
             if self._spec is not None:
                 self.worker.action_mode = self.config.action_mode or self._spec.action_mode
+                self.worker.action_offset_steps = self._spec.action_offset_steps
         return self.worker
 
     # inputs ------------------------------------------------------------------------------
@@ -233,6 +236,11 @@ class Runtime:
             self.counters["rejected_observations"] += 1
             raise ValueError(f"{what} has non-finite values: {state.tolist()}")
         return state
+
+    def _held_position(self) -> np.ndarray | None:
+        """What a hold commands now: the last command sent, else the measured position."""
+        with self._lock:
+            return self._last_sent if self._last_sent is not None else self._measured
 
     def _reference_state(self, obs: Observation) -> np.ndarray:
         state = np.asarray(obs.state, dtype=np.float64)

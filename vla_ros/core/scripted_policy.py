@@ -57,7 +57,8 @@ class ScriptedPolicy(Policy):
         ``raise_always=True``.
     hang_on: call indices that block until ``release()`` (or ``hang_always=True``).
     nan_on / wrong_shape_on: call indices that return a chunk of NaN actions / one action short.
-    fn: trajectory t -> actions; default ``sine_trajectory``.
+    fn: trajectory t -> actions; default ``sine_trajectory``: action k is ``fn`` at its due time,
+        t_obs + (k + spec.action_offset_steps) * dt.
     sleep: how latency is spent (``time.sleep``; ``FakeClock.sleep`` to advance a fake clock).
     Records ``calls`` (predict count), ``instructions`` and ``resets``. Its latency is a sleep,
     so it serves concurrent calls (pipelined inference).
@@ -120,7 +121,7 @@ class ScriptedPolicy(Policy):
         if self.raise_always or index in self.raise_on:
             raise PolicyFault(f"ScriptedPolicy told to fail on call {index}")
         dt = self.spec.action_period
-        times = observation.stamp + dt * np.arange(self.spec.chunk_size)
+        times = observation.stamp + dt * (np.arange(self.spec.chunk_size) + self.spec.action_offset_steps)
         actions = np.stack([self.fn(t) for t in times]).astype(np.float64)
         if index in self.nan_on:
             actions[:] = np.nan

@@ -100,8 +100,10 @@ class InferenceWorker:
         config: RuntimeConfig,
         clock: Callable[[], float],
         action_mode: str = "absolute",
+        action_offset_steps: int = 0,
         reference_state: Callable[[Observation], np.ndarray] | None = None,
         execution_time: Callable[[float], float] | None = None,
+        held_position: Callable[[], np.ndarray | None] | None = None,
     ) -> None:
         self._get_policy = get_policy
         self.buffer = buffer
@@ -109,9 +111,13 @@ class InferenceWorker:
         self.config = config
         self.clock = clock
         self.action_mode = action_mode
+        self.action_offset_steps = action_offset_steps  # the policy's (PolicySpec)
         self._reference_state = reference_state or (lambda obs: np.asarray(obs.state, dtype=np.float64))
         # runtime-clock time -> the buffer's time axis (execution time; identity by default)
         self.execution_time = execution_time or (lambda t: t)
+        # what the robot holds while nothing executes (the last command): where a chunk whose first
+        # action is due after the observation starts from
+        self._held_position = held_position or (lambda: None)
         self.mailbox = ObservationMailbox()
         self.latencies = RollingWindow(config.latency_window)
         self._wake = threading.Event()
@@ -278,16 +284,17 @@ class InferenceWorker:
         if self.config.real_time_chunking and self._has_chunk:
             obs = replace(obs, committed=self.committed_actions(obs, now, policy.spec))
         token, self._tokens = self._tokens, self._tokens + 1
-        covers = self.execution_time(obs.stamp) + policy.spec.chunk_duration
+        offset_s = self.action_offset_steps * policy.spec.action_period
+        covers = self.execution_time(obs.stamp) + offset_s + policy.spec.chunk_duration
         self._inflight[token] = InFlight(goal.goal_id, now, covers)
         return goal.goal_id, policy, obs, self._context, now, token
 
     def committed_actions(self, obs: Observation, now: float, spec: PolicySpec) -> CommittedActions | None:
-        """The buffered actions due at the new chunk's times (``obs.stamp + k * dt``, the contiguous
-        run the buffer covers) and how many run before it lands: until ``now`` plus the p95 of the
-        recent latencies (a window, so one slow start does not inflate it for good)."""
+        """The buffered actions due at the new chunk's times (``obs.stamp + (k + offset) * dt``, the
+        contiguous run the buffer covers) and how many run before it lands: until ``now`` plus the
+        p95 of the recent latencies (a window, so one slow start does not inflate it for good)."""
         dt = spec.action_period
-        t0 = self.execution_time(obs.stamp)
+        t0 = self.execution_time(obs.stamp) + self.action_offset_steps * dt
         values, covered = self.buffer.sample(t0 + dt * np.arange(spec.chunk_size))
         n = len(covered) if covered.all() else int(np.argmin(covered))
         if n == 0:
@@ -317,8 +324,7 @@ class InferenceWorker:
             actions = to_absolute(chunk.actions, self._reference_state(obs), self.action_mode)
             # on the execution axis: in sync mode the robot held during the inference, so the
             # chunk runs from its first action, as openpi's client does
-            t_obs = self.execution_time(chunk.t_obs)
-            placed = ActionChunk(t_obs, actions, chunk.dt, chunk.latency, chunk.info)
+            placed = self._placed(pending, actions, self.execution_time(done))
             result = self.buffer.insert(placed, self.execution_time(done), tag=pending.goal_id)
         except ValueError as exc:
             self._fail(pending.goal_id, f"policy returned a bad chunk: {exc}")
@@ -330,6 +336,25 @@ class InferenceWorker:
                 self.runner.mark_first_chunk(pending.goal_id, done)
             self._has_chunk = True
         return result.accepted
+
+    def _placed(self, pending: PendingChunk, actions: np.ndarray, now: float) -> ActionChunk:
+        """The chunk on the execution axis, its action k due at t_obs + (k + offset) * dt. While the
+        robot holds (the goal's first chunk, or after the buffer ran dry) the execution clock stands
+        at the observation's time, so a chunk whose first action is due later starts from the held
+        position instead: held until ``offset - 1`` periods, then the ramp to its first action, as
+        the data's frames did (the simulated expert's offset is 1: a ramp over one period). With no
+        held position known, its first action is due at once."""
+        chunk, offset = pending.chunk, self.action_offset_steps
+        t_first = self.execution_time(chunk.t_obs) + offset * chunk.dt
+        if offset and self.buffer.action_at(now, tag=pending.goal_id) is None:
+            held = self._held_position()
+            if held is None or np.shape(held) != actions.shape[1:]:
+                t_first = min(t_first, now)
+            else:
+                start = np.repeat(np.asarray(held, dtype=np.float64)[None, :], offset, axis=0)
+                actions = np.concatenate([start, actions])
+                t_first -= offset * chunk.dt
+        return ActionChunk(t_first, actions, chunk.dt, chunk.latency, chunk.info)
 
     def _call_policy(self, fn: Callable, goal_id: int):
         """Call into the policy; an exception becomes a fault of ``goal_id`` and returns None."""

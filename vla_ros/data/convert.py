@@ -44,6 +44,11 @@ def export(args: argparse.Namespace) -> int:
             writer.add(load_episode(path, meta["cameras"]))
     print(f"wrote {len(files)} episodes, {writer.frames} frames as LeRobotDataset v3.0 to {args.out} "
           f"({directory_size(Path(args.out)) / 1e6:.1f} MB, video {args.video})")
+    offset = int(meta.get("action_offset_steps", 0))
+    if offset:  # LeRobot reads an action as the command sent at its frame
+        print(f"export: these actions are due {offset} frame(s) after their frame (action_offset_steps "
+              f"{offset}); LeRobotDataset has no field for that: a policy trained on the export will "
+              f"time them at their frame", file=sys.stderr)
     return 0
 
 
@@ -55,8 +60,9 @@ def import_(args: argparse.Namespace) -> int:
         print("import: features with no place in a vla_ros episode, not imported: "
               f"{meta['ignored_features']}", file=sys.stderr)
     episodes = list(tqdm(stream, total=meta["episodes"], desc="import", unit="ep"))
+    # LeRobotDataset has no field for it: its convention is the command sent at the frame (0)
     save_dataset(args.out, episodes, fps=float(meta["fps"]), state_names=meta["state_names"],
-                 action_names=meta["action_names"], overwrite=args.overwrite)
+                 action_names=meta["action_names"], overwrite=args.overwrite, action_offset_steps=0)
     print(f"wrote {len(episodes)} episodes, {sum(len(e) for e in episodes)} frames to {args.out} "
           f"({directory_size(Path(args.out)) / 1e6:.1f} MB)")
     return 0

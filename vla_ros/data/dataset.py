@@ -4,14 +4,17 @@ Layout of a dataset directory (documented in docs/DATASET.md)::
 
     meta.json                 {"format": "vla_ros-episodes", "version": 1, "fps": ...,
                                "cameras": [...], "image_size": [H, W], "state_names": [...],
-                               "action_names": [...], "episodes": N, "frames": total}
+                               "action_names": [...], "episodes": N, "frames": total,
+                               "action_offset_steps": o}  (o absent: 0)
     episode_000000.npz        one file per episode, arrays below, uncompressed images
     ...
 
 Each ``episode_*.npz`` holds, for T frames sampled every ``1 / fps`` seconds:
     image_<camera>  uint8   [T, H, W, 3]  RGB
     state           float32 [T, S]        measured joint positions
-    action          float32 [T, A]        commanded target issued at that frame
+    action          float32 [T, A]        commanded target issued at that frame, due
+                                          ``action_offset_steps`` frames later (the simulated
+                                          expert's: 1, its target for the end of the period)
     timestamp       float64 [T]           seconds since episode start
     instruction     str                   the natural-language instruction
     task            str                   JSON with the task's parameters (family, colour, ...)
@@ -60,7 +63,8 @@ class DatasetError(ValueError):
 
 
 def save_dataset(directory: str | Path, episodes: list[Episode], fps: float,
-                 state_names: list[str], action_names: list[str], overwrite: bool = False) -> Path:
+                 state_names: list[str], action_names: list[str], overwrite: bool = False,
+                 action_offset_steps: int = 0) -> Path:
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not overwrite:
         raise FileExistsError(f"dataset directory {directory} exists and is not empty; pass overwrite")
@@ -85,7 +89,7 @@ def save_dataset(directory: str | Path, episodes: list[Episode], fps: float,
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "fps": fps, "cameras": cameras,
             "image_size": [int(h), int(w)], "state_names": list(state_names),
             "action_names": list(action_names), "episodes": len(episodes),
-            "frames": int(sum(len(e) for e in episodes))}
+            "frames": int(sum(len(e) for e in episodes)), "action_offset_steps": int(action_offset_steps)}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     return directory
 

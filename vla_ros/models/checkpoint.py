@@ -42,10 +42,13 @@ class RobotMeta:
     action_names: list[str]
     cameras: list[str]
     action_period: float
+    # the dataset's action at frame t is due at t + action_offset_steps * action_period (PolicySpec)
+    action_offset_steps: int = 0
 
     def to_dict(self) -> dict:
         return {"state_names": list(self.state_names), "action_names": list(self.action_names),
-                "cameras": list(self.cameras), "action_period": float(self.action_period)}
+                "cameras": list(self.cameras), "action_period": float(self.action_period),
+                "action_offset_steps": int(self.action_offset_steps)}
 
 
 @dataclass

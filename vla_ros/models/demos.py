@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     from vla_ros.sim import TabletopEnv
+    from vla_ros.sim.env import EXPERT_ACTION_OFFSET_STEPS
 
     env = TabletopEnv(image_size=(64, 64), seed=0)
     rng = np.random.default_rng(args.seed)
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dropped += 1
     save_dataset(args.out, episodes, fps=1.0 / env.action_period, state_names=env.state_names,
-                 action_names=env.action_names, overwrite=args.overwrite)
+                 action_names=env.action_names, overwrite=args.overwrite,
+                 action_offset_steps=EXPERT_ACTION_OFFSET_STEPS)
     print(f"wrote {len(episodes)} episodes to {args.out} ({dropped} unsuccessful dropped)")
     return 0
 

@@ -36,7 +36,7 @@ from vla_ros.sim.tasks import ALL_FAMILIES
 def check_pair(teacher: PolicySpec, student: PolicySpec) -> None:
     """The teacher's chunks must be usable as the student's labels: same robot interface and action
     period, at least as many actions per chunk. Raises ValueError naming what differs."""
-    for field in ("action_names", "state_names", "cameras", "action_mode"):
+    for field in ("action_names", "state_names", "cameras", "action_mode", "action_offset_steps"):
         if getattr(teacher, field) != getattr(student, field):
             raise ValueError(f"teacher and student differ in {field}: {getattr(teacher, field)} against "
                              f"{getattr(student, field)}")
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(student_success=f"{sum(e.success for e in rollouts)}/{len(rollouts)}")
     env.close()
     save_dataset(args.out, episodes, fps=1.0 / spec.action_period, state_names=list(spec.state_names),
-                 action_names=list(spec.action_names), overwrite=args.overwrite)
+                 action_names=list(spec.action_names), overwrite=args.overwrite,
+                 action_offset_steps=spec.action_offset_steps)
     by_student = [e for e in episodes if e.task["driven_by"] == "student"]
     frames = sum(len(e) for e in episodes)
     print(f"wrote {len(episodes)} episodes, {frames} teacher-labelled frames to {args.out} in "

@@ -88,7 +88,8 @@ class VLAPolicy(Policy):
             action_names=tuple(names), state_names=tuple(ckpt.robot.state_names), chunk_size=cfg.chunk_size,
             action_period=float(ckpt.robot.action_period), cameras=tuple(cfg.cameras),
             image_size=(cfg.image_size, cfg.image_size), action_mode="absolute",
-            gripper_index=names.index("gripper") if "gripper" in names else None, lexicon=ckpt.lexicon)
+            gripper_index=names.index("gripper") if "gripper" in names else None, lexicon=ckpt.lexicon,
+            action_offset_steps=int(ckpt.robot.action_offset_steps))
         self._contexts: OrderedDict[str, InstructionContext] = OrderedDict()
         self.context_cache_size = context_cache_size
         self._generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -166,16 +166,22 @@ def make_batch(frames: Frames, idx, token_ids: torch.Tensor, token_mask: torch.T
             as_tensor(frames.chunks[idx]))
 
 
+def interface_value(meta: dict, key: str):
+    """A dataset's robot-interface entry; ``action_offset_steps`` is 0 where a dataset has none (LeRobot's
+    convention, and this package's datasets before it was recorded)."""
+    return int(meta.get(key, 0)) if key == "action_offset_steps" else meta[key]
+
+
 def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
     """One or more datasets recorded for the same robot interface, concatenated; a vla_ros
     directory's images stay on disk until build_frames reads them."""
     meta, episodes = load_dataset(directories[0], images_on_disk=True)
     for directory in directories[1:]:
         other, more = load_dataset(directory, images_on_disk=True)
-        for key in ("cameras", "state_names", "action_names", "fps"):
-            if other[key] != meta[key]:
-                raise SystemExit(f"{directory}: {key} {other[key]} differs from "
-                                 f"{directories[0]}: {meta[key]}")
+        for key in ("cameras", "state_names", "action_names", "fps", "action_offset_steps"):
+            if interface_value(other, key) != interface_value(meta, key):
+                raise SystemExit(f"{directory}: {key} {interface_value(other, key)} differs from "
+                                 f"{directories[0]}: {interface_value(meta, key)}")
         episodes += more
     return meta, episodes
 
@@ -249,6 +255,10 @@ def check_interface(ckpt: Checkpoint, meta: dict, where: str) -> None:
         if list(meta[key]) != list(ours):
             raise SystemExit(f"{where}: the dataset's {key} {list(meta[key])} differ from the checkpoint's "
                              f"{list(ours)}")
+    offset = interface_value(meta, "action_offset_steps")
+    if offset != ckpt.robot.action_offset_steps:
+        raise SystemExit(f"{where}: the dataset's action_offset_steps {offset} differs from the "
+                         f"checkpoint's {ckpt.robot.action_offset_steps}")
     if abs(1.0 / float(meta["fps"]) - ckpt.robot.action_period) > 1e-9:
         raise SystemExit(f"{where}: the dataset's 1/{meta['fps']} s per action differs from the "
                          f"checkpoint's {ckpt.robot.action_period} s")
@@ -436,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     train_tok = pool.ids, pool.mask
     val_tok = None if val is None else batch_encode(tokenizer, val.texts, config.max_instruction_tokens)[:2]
     robot = RobotMeta(state_names=list(meta["state_names"]), action_names=list(meta["action_names"]),
-                      cameras=cameras, action_period=1.0 / float(meta["fps"]))
+                      cameras=cameras, action_period=1.0 / float(meta["fps"]),
+                      action_offset_steps=interface_value(meta, "action_offset_steps"))
 
     model = VLAModel(config)
     if init is not None:

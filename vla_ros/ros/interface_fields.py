@@ -92,6 +92,7 @@ DESCRIBE_RESPONSE: dict[str, str] = {
     "state_names": "string[]",
     "chunk_size": "uint32",
     "action_period": "float64",
+    "action_offset_steps": "uint32",
     "cameras": "string[]",
     "image_height": "uint32",
     "image_width": "uint32",

@@ -124,7 +124,8 @@ def state_from(msg: JointState, names: tuple[str, ...]) -> np.ndarray:
 def describe(response, spec: PolicySpec):
     """Fill a DescribePolicy response from a PolicySpec."""
     return fill(response, DESCRIBE_RESPONSE, action_names=spec.action_names, state_names=spec.state_names,
-                chunk_size=spec.chunk_size, action_period=spec.action_period, cameras=spec.cameras,
+                chunk_size=spec.chunk_size, action_period=spec.action_period,
+                action_offset_steps=spec.action_offset_steps, cameras=spec.cameras,
                 image_height=spec.image_size[0], image_width=spec.image_size[1],
                 action_mode=spec.action_mode,
                 gripper_index=-1 if spec.gripper_index is None else spec.gripper_index,
@@ -145,7 +146,7 @@ def spec_from(response) -> PolicySpec:
     return PolicySpec(
         action_names=tuple(fields["action_names"]), state_names=tuple(fields["state_names"]),
         chunk_size=int(fields["chunk_size"]), action_period=float(fields["action_period"]),
-        cameras=tuple(fields["cameras"]),
+        action_offset_steps=int(fields["action_offset_steps"]), cameras=tuple(fields["cameras"]),
         image_size=(int(fields["image_height"]), int(fields["image_width"])),
         action_mode=fields["action_mode"],
         gripper_index=None if fields["gripper_index"] < 0 else int(fields["gripper_index"]), lexicon=lexicon)

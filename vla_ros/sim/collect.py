@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_ros.data.dataset import Episode, output_problem, save_dataset
-from vla_ros.sim.env import TabletopEnv
+from vla_ros.sim.env import EXPERT_ACTION_OFFSET_STEPS, TabletopEnv
 from vla_ros.sim.scene import COLOURS, SHAPES
 from vla_ros.sim.tasks import ALL_FAMILIES, TASK_FAMILIES
 
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         env.close()
     save_dataset(args.out, episodes, fps=1.0 / env.action_period, state_names=env.state_names,
-                 action_names=env.action_names, overwrite=args.overwrite)
+                 action_names=env.action_names, overwrite=args.overwrite,
+                 action_offset_steps=EXPERT_ACTION_OFFSET_STEPS)
     bag_dir = args.out / "bags"
     if bag_dir.exists():  # bags of a replaced dataset must not outlive it
         shutil.rmtree(bag_dir)

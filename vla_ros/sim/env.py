@@ -24,6 +24,10 @@ from vla_ros.sim.tasks import PICK_LIFT, TaskSpec, sample_task
 
 HOME_TOOL = np.array([0.12, 0.0, 0.20])  # start pose: high and back, clear of the scene camera's view
 CAMERAS = ("scene", "wrist")
+# The expert's action at a frame is its target for the end of that action period: `step` ramps the
+# servo target to it over the period. Datasets record it, checkpoints inherit it, and the runtime
+# executes a chunk's action k at t_obs + (k + 1) * dt, as the demonstrations did.
+EXPERT_ACTION_OFFSET_STEPS = 1
 
 
 class TabletopEnv(gym.Env):
@@ -148,7 +152,8 @@ class TabletopEnv(gym.Env):
 
     # ----- expert ---------------------------------------------------------------------------
     def expert_action(self) -> np.ndarray:
-        """The scripted expert's target for the end of the next action period."""
+        """The scripted expert's target for the end of the next action period (so its datasets
+        record ``action_offset_steps`` = EXPERT_ACTION_OFFSET_STEPS)."""
         self._require_reset()
         return self._plan.action(self.elapsed + self.action_period)
 
