@@ -173,6 +173,36 @@ def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path
               "--rtc-train-delay", "2"])
 
 
+def test_init_vision_copies_the_tower_only_and_names_what_does_not_fit(tmp_path, capsys):
+    """--init-vision CKPT (a pretrained component): a model of other language and pooling sizes starts
+    with the checkpoint's vision tower, every tensor of it, and everything else fresh; a tower of
+    other sizes is refused naming the size that differs; with --init it is refused."""
+    import pytest
+
+    data = write_synthetic_dataset(tmp_path / "data", n=8)
+    common = ["--data", str(data), "--batch-size", "4", "--val-every", "2", "--warmup", "1",
+              "--threads", "1", "--quiet"]
+    base = tmp_path / "base"
+    assert main([*common, "--out", str(base), "--steps", "2", *SMALL]) == 0
+    capsys.readouterr()
+    wider = [*SMALL, "pooled_grid=1", "lm_width=64", "lm_heads=2", "lm_kv_heads=1", "lm_mlp=96"]
+    out = tmp_path / "wider"
+    assert main([*common, "--out", str(out), "--steps", "1", "--lr", "0", "--init-vision", str(base),
+                 *wider]) == 0
+    assert f"vision tower tensors from {base}" in capsys.readouterr().err
+    old, new = load_checkpoint(base).model.state_dict(), load_checkpoint(out).model.state_dict()
+    tower = [k for k in new if k.startswith("vision.")]
+    assert tower and all(torch.equal(new[k], old[k]) for k in tower)  # lr 0: as loaded
+    q_proj = "language.layers.0.self_attn.q_proj.weight"
+    assert new[q_proj].shape != old[q_proj].shape
+    with pytest.raises(SystemExit, match=r"vision_width 96 \(ours 48\)"):
+        main([*common, "--out", str(tmp_path / "x"), "--steps", "1", "--init-vision", str(base),
+              *SMALL, "vision_width=48"])
+    with pytest.raises(SystemExit, match="--init already gives every tensor"):
+        main([*common, "--out", str(tmp_path / "y"), "--steps", "1", "--init-vision", str(base),
+              "--init", str(base)])
+
+
 def test_the_datasets_action_timing_reaches_the_checkpoint_and_the_policy(tmp_path):
     """meta.json's action_offset_steps (the simulated expert's datasets record 1) is kept by training in
     the checkpoint and becomes the policy's PolicySpec.action_offset_steps; datasets that time their

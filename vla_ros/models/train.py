@@ -236,6 +236,34 @@ def load_initial_weights(model: VLAModel, state: dict, allow_fresh: bool,
         print(f"--init: fresh {fresh}; not used from the checkpoint {unused}", file=sys.stderr)
 
 
+VISION_CONFIG_KEYS = ("image_size", "patch_size", "vision_width", "vision_layers", "vision_heads",
+                      "vision_mlp")
+
+
+def load_vision_tower(model: VLAModel, directory: str, meta: dict) -> int:
+    """`--init-vision`: the vision tower (``vision.*``) from a trained checkpoint with the same cameras,
+    every tensor of it strictly; the rest of ``model`` keeps its fresh weights. Returns the tensors
+    copied. Pooling and the connector are not part of the tower, so ``pooled_grid`` may differ."""
+    ckpt = load_checkpoint(directory)
+    if list(ckpt.robot.cameras) != list(meta["cameras"]):
+        raise SystemExit(f"--init-vision {directory}: its cameras {list(ckpt.robot.cameras)} differ from the "
+                         f"dataset's {list(meta['cameras'])}")
+    theirs, ours = ckpt.model.config, model.config
+    differ = [f"{k} {getattr(theirs, k)} (ours {getattr(ours, k)})" for k in VISION_CONFIG_KEYS
+              if getattr(theirs, k) != getattr(ours, k)]
+    if differ:
+        raise SystemExit(f"--init-vision {directory}: its vision tower differs from this model's: "
+                         + ", ".join(differ))
+    source = {k: v for k, v in ckpt.model.state_dict().items() if k.startswith("vision.")}
+    target = [k for k in model.state_dict() if k.startswith("vision.")]
+    missing = sorted(set(target) - set(source))
+    unexpected = sorted(set(source) - set(target))
+    if missing or unexpected:
+        raise SystemExit(f"--init-vision {directory}: missing {missing}, unexpected {unexpected}")
+    model.load_state_dict(source, strict=False)
+    return len(source)
+
+
 def initial_checkpoint(directory: str, meta: dict, overrides: dict) -> Checkpoint:
     """The checkpoint `--init` fine-tunes: its robot interface must be the dataset's, and its
     architecture is kept (so --chunk-size and --set are refused); --head may swap the action head,
@@ -323,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --paraphrase: probability that a sample keeps its recorded instruction")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint's weights, architecture and normalisation")
+    p.add_argument("--init-vision", default=None, metavar="CHECKPOINT",
+                   help="a pretrained component: the vision tower from this trained checkpoint (same robot, "
+                        "same tower sizes; e.g. checkpoints/tiny for --config small), the rest fresh")
     p.add_argument("--tokenizer", default="bytes",
                    help="bytes (the byte tokenizer, embeddings learned), or a pretrained vocabulary with its "
                         "frozen embedding table: wordllama (PyPI package, extra `language`) or a local "
@@ -392,6 +423,8 @@ class TimeBudget:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.init_vision and args.init:
+        raise SystemExit("--init-vision: --init already gives every tensor, the vision tower included")
     t_start = time.monotonic()
     torch.set_num_threads(max(1, args.threads))
     device = torch.device(args.device)
@@ -452,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     model = VLAModel(config)
     if init is not None:
         load_initial_weights(model, init.model.state_dict(), allow_fresh=bool(vocabulary), old_head=old_head)
+    if args.init_vision:
+        copied = load_vision_tower(model, args.init_vision, meta)
+        print(f"--init-vision: {copied} vision tower tensors from {args.init_vision}", file=sys.stderr)
     model = model.to(device)
     model.train()
     def decays(name: str, p: torch.Tensor) -> bool:
