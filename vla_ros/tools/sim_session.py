@@ -168,6 +168,9 @@ class EpisodeResult:
     chunks: int
     message: str = ""
     interface: str = ""  # what carried the goal: "action" or "topic"
+    # goal accepted -> the status first reports a chunk (the wait for the first inference, to within
+    # a status period); NaN when none came
+    first_chunk_s: float = float("nan")
 
     def to_dict(self) -> dict:
         def clean(v):
@@ -217,6 +220,7 @@ class EpisodeClient:
         self._last_latency: float | None = None
         self._commands_in_goal = 0
         self._chunks_in_goal = 0
+        self._first_chunk_at = float("nan")
         # controller_state while recording: (received, stamp, reference, feedback)
         self._stamped: list[tuple[float, float, list[float], list[float]]] = []
         self.goals = InstructionClient(self.node, VLA_NODE, interface)
@@ -252,6 +256,8 @@ class EpisodeClient:
             new_chunk = bool(latency) and latency != self._last_latency and fields.get("goal_active")
             if new_chunk:
                 self._chunks_in_goal += 1
+                if self._chunks_in_goal == 1:
+                    self._first_chunk_at = now
                 if self.trace is not None:
                     self.trace.chunk_times.append(now - self.trace.t0)
             self._last_latency = latency
@@ -360,6 +366,7 @@ class EpisodeClient:
             self.success = False
             self._commands_in_goal = 0
             self._chunks_in_goal = 0
+            self._first_chunk_at = float("nan")
             self._last_latency = None
             self.trace = Trace(t0=time.monotonic()) if record else None
             self._stamped = []
@@ -384,6 +391,7 @@ class EpisodeClient:
             stamped, self._stamped = self._stamped, []
             commands = self._commands_in_goal
             chunks = self._chunks_in_goal
+            first_chunk_s = self._first_chunk_at - t_start
         duration = max(t_end - t_start, 1e-9)
         if trace is not None:  # times relative to the goal's acceptance
             shift = t_start - trace.t0
@@ -401,7 +409,8 @@ class EpisodeClient:
             control_rate_hz=commands / duration,
             latency_p50_s=float(status.get("inference_latency_p50_s", float("nan"))),
             latency_p95_s=float(status.get("inference_latency_p95_s", float("nan"))),
-            chunks=chunks, message=outcome.message, interface=outcome.interface), trace
+            chunks=chunks, message=outcome.message, interface=outcome.interface,
+            first_chunk_s=first_chunk_s), trace
 
     def close(self) -> None:
         # Join the spin thread before anything is destroyed: Executor.shutdown does not wait for a
@@ -436,6 +445,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
         "success_rate": len(ok) / n if n else None,
         "mean_episode_time_s": mean([r.episode_time_s for r in results]),
         "mean_success_time_s": mean([r.episode_time_s for r in ok]),
+        "mean_success_first_chunk_s": mean([r.first_chunk_s for r in ok]),
         "control_rate_hz": mean([r.control_rate_hz for r in results]),
         "latency_p50_s": mean([r.latency_p50_s for r in results]),
         "latency_p95_s": mean([r.latency_p95_s for r in results]),
