@@ -142,6 +142,16 @@ def test_pretrained_token_embeddings_train_load_and_stay_out_of_the_checkpoint(t
         embedding_table("wordllama", sha256="0" * 64)
 
 
+def _two_step_checkpoint(tmp_path):
+    """The common training arguments on an 8-episode synthetic dataset, and a 2-step checkpoint."""
+    data = write_synthetic_dataset(tmp_path / "data", n=8)
+    common = ["--data", str(data), "--batch-size", "4", "--val-every", "2", "--warmup", "1",
+              "--threads", "1", "--quiet"]
+    base = tmp_path / "base"
+    assert main([*common, "--out", str(base), "--steps", "2", *SMALL]) == 0
+    return common, base
+
+
 def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path, capsys):
     """--init CKPT --head flow: every trunk tensor starts as the checkpoint's, the flow expert
     starts fresh, the regression head is named as not used; other overrides stay refused.
@@ -149,11 +159,7 @@ def test_init_with_another_head_keeps_the_trunk_and_trains_a_fresh_head(tmp_path
     for the regression head."""
     import pytest
 
-    data = write_synthetic_dataset(tmp_path / "data", n=8)
-    common = ["--data", str(data), "--batch-size", "4", "--val-every", "2", "--warmup", "1",
-              "--threads", "1", "--quiet"]
-    base = tmp_path / "regression"
-    assert main([*common, "--out", str(base), "--steps", "2", *SMALL]) == 0
+    common, base = _two_step_checkpoint(tmp_path)
     capsys.readouterr()
     out = tmp_path / "flow"
     assert main([*common, "--out", str(out), "--steps", "1", "--lr", "0", "--init", str(base),
@@ -179,11 +185,7 @@ def test_init_vision_copies_the_tower_only_and_names_what_does_not_fit(tmp_path,
     other sizes is refused naming the size that differs; with --init it is refused."""
     import pytest
 
-    data = write_synthetic_dataset(tmp_path / "data", n=8)
-    common = ["--data", str(data), "--batch-size", "4", "--val-every", "2", "--warmup", "1",
-              "--threads", "1", "--quiet"]
-    base = tmp_path / "base"
-    assert main([*common, "--out", str(base), "--steps", "2", *SMALL]) == 0
+    common, base = _two_step_checkpoint(tmp_path)
     capsys.readouterr()
     wider = [*SMALL, "pooled_grid=1", "lm_width=64", "lm_heads=2", "lm_kv_heads=1", "lm_mlp=96"]
     out = tmp_path / "wider"
