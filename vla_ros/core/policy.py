@@ -51,11 +51,6 @@ class PolicySpec:
     def chunk_duration(self) -> float:
         return self.chunk_size * self.action_period
 
-    @property
-    def action_offset_s(self) -> float:
-        """Seconds from an observation's stamp to its chunk's first action."""
-        return self.action_offset_steps * self.action_period
-
 
 @dataclass(frozen=True)
 class CommittedActions:
