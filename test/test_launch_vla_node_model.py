@@ -156,7 +156,10 @@ class TestVlaNodeWithModel(unittest.TestCase):
                     executor.spin_once(timeout_sec=0.05)
                 if during is not None:
                     during()
-                while time.monotonic() < end and (not statuses or statuses[-1]["goal_active"]):
+                # a status published as the goal ends can still carry the reason before it (a
+                # "rejected" instruction sent while the worker restarted): the goal's own comes next
+                while time.monotonic() < end and (not statuses or statuses[-1]["goal_active"]
+                                                  or statuses[-1]["last_termination_reason"] == "rejected"):
                     executor.spin_once(timeout_sec=0.05)
                 self.assertEqual(statuses[-1]["last_termination_reason"], reason, statuses[-1:])
 
