@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vla_ros.data.dataset import DatasetError, load_episode, load_meta, save_dataset
+from vla_ros.data.dataset import DatasetError, action_offset_steps, load_episode, load_meta, save_dataset
 
 
 def directory_size(path: Path) -> int:
@@ -44,7 +44,7 @@ def export(args: argparse.Namespace) -> int:
             writer.add(load_episode(path, meta["cameras"]))
     print(f"wrote {len(files)} episodes, {writer.frames} frames as LeRobotDataset v3.0 to {args.out} "
           f"({directory_size(Path(args.out)) / 1e6:.1f} MB, video {args.video})")
-    offset = int(meta.get("action_offset_steps", 0))
+    offset = action_offset_steps(meta)
     if offset:  # LeRobot reads an action as the command sent at its frame
         print(f"export: these actions are due {offset} frame(s) after their frame (action_offset_steps "
               f"{offset}); LeRobotDataset has no field for that: a policy trained on the export will "

@@ -62,6 +62,12 @@ class DatasetError(ValueError):
     """A dataset directory or episode file that cannot be read; the message names it."""
 
 
+def action_offset_steps(meta: dict) -> int:
+    """When a dataset's actions are due, in frames after their own (meta.json); 0 where it does not
+    say: LeRobot's convention, and this package's datasets recorded before the field existed."""
+    return int(meta.get("action_offset_steps", 0))
+
+
 def save_dataset(directory: str | Path, episodes: list[Episode], fps: float,
                  state_names: list[str], action_names: list[str], overwrite: bool = False,
                  action_offset_steps: int = 0) -> Path:

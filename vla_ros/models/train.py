@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vla_ros.data.dataset import Episode, load_dataset
+from vla_ros.data.dataset import Episode, action_offset_steps, load_dataset
 from vla_ros.models.checkpoint import Checkpoint, RobotMeta, load_checkpoint, save_checkpoint
 from vla_ros.models.normalization import Normalizer
 from vla_ros.models.tokenizer import (
@@ -167,9 +167,8 @@ def make_batch(frames: Frames, idx, token_ids: torch.Tensor, token_mask: torch.T
 
 
 def interface_value(meta: dict, key: str):
-    """A dataset's robot-interface entry; ``action_offset_steps`` is 0 where a dataset has none (LeRobot's
-    convention, and this package's datasets before it was recorded)."""
-    return int(meta.get(key, 0)) if key == "action_offset_steps" else meta[key]
+    """A dataset's robot-interface entry (``action_offset_steps`` with its default)."""
+    return action_offset_steps(meta) if key == "action_offset_steps" else meta[key]
 
 
 def load_datasets(directories: list[str]) -> tuple[dict, list[Episode]]:
@@ -352,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint's weights, architecture and normalisation")
     p.add_argument("--init-vision", default=None, metavar="CHECKPOINT",
-                   help="a pretrained component: the vision tower from this trained checkpoint (same robot, "
-                        "same tower sizes; e.g. checkpoints/tiny for --config small), the rest fresh")
+                   help="a pretrained component: the vision tower from this trained checkpoint (same "
+                        "cameras, same tower sizes; e.g. checkpoints/tiny for --config small), the rest "
+                        "fresh")
     p.add_argument("--tokenizer", default="bytes",
                    help="bytes (the byte tokenizer, embeddings learned), or a pretrained vocabulary with its "
                         "frozen embedding table: wordllama (PyPI package, extra `language`) or a local "
